@@ -1,0 +1,1 @@
+"""Data: bAbI/BABILong generation and scoring, MMLU, tokenizers and Grain pipelines."""
