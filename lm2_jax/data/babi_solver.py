@@ -173,6 +173,11 @@ def _answer(r: _Reading, kind: str, args: tuple[str, ...]) -> str | None:
   raise AssertionError(kind)
 
 
+def is_fact(sentence: str) -> bool:
+  """Whether ``sentence`` is a bAbI fact (used to find the facts hidden in a BABILong input)."""
+  return any(pattern.match(sentence) for _, pattern in _FACTS)
+
+
 def solve(facts: Sequence[str], question: str) -> str | None:
   """The answer the facts give to ``question``, or ``None`` when they do not determine it.
 

@@ -43,6 +43,7 @@ TASKS = babi.TASKS
 LENGTHS = ("0k", "1k", "2k", "4k", "8k", "16k", "32k", "64k", "128k")
 PROMPT_RESERVE = 300  # tokens the published data leaves free for the prompt
 _MAX_ATTEMPTS = 2000
+_LOOKAHEAD = 16  # sentences tried for the last gap before one is cut short
 
 _ROOMS = frozenset(babi.ROOMS)
 TASK_LABELS: dict[str, frozenset[str]] = {
@@ -105,12 +106,12 @@ def _count(tokenizer: Tokenizer, texts: Sequence[str]) -> list[int]:
 
 
 def _trim_to(sentence: str, room: int, tokenizer: Tokenizer) -> tuple[str, int]:
-  """The longest word prefix of ``sentence`` costing at most ``room`` tokens (with its space)."""
-  words = sentence.split(" ")
+  """The longest word prefix of ``sentence``, closed with ".", costing at most ``room`` tokens."""
+  words = sentence.rstrip(".!?").split(" ")
   lo, hi, best = 1, len(words) - 1, ("", 0)
   while lo <= hi:  # costs grow with the prefix, so bisect on the number of words
     mid = (lo + hi) // 2
-    part = " ".join(words[:mid])
+    part = " ".join(words[:mid]).rstrip(",;:") + "."
     cost = _count(tokenizer, [" " + part])[0]
     if cost <= room:
       best, lo = (part, cost), mid + 1
@@ -132,6 +133,7 @@ def _assemble(facts: Sequence[str], budget: int, tokenizer: Tokenizer,
   if room < 0:
     return None
   background: list[str] = []
+  too_long = 0
   while room > 0:
     batch = [next(stream) for _ in range(64)]
     costs = _count(tokenizer, [" " + s for s in batch])
@@ -140,11 +142,14 @@ def _assemble(facts: Sequence[str], budget: int, tokenizer: Tokenizer,
         background.append(sentence)
         room -= cost
         continue
-      part, cost = _trim_to(sentence, room, tokenizer)
-      if part:
-        background.append(part)
-      room = 0
-      break
+      # Near the end, look a little further for a sentence that fits, then cut one short.
+      too_long += 1
+      if too_long == _LOOKAHEAD:
+        part, cost = _trim_to(sentence, room, tokenizer)
+        if part:
+          background.append(part)
+        room = 0
+        break
 
   gaps = sorted(rng.randrange(len(background) + 1) for _ in facts)
   pieces: list[str] = []
@@ -168,9 +173,9 @@ def _assemble(facts: Sequence[str], budget: int, tokenizer: Tokenizer,
     if last is None:
       return None
     words = pieces[last].split(" ")
-    keep = len(words) - (n - budget)
+    keep = len(words) - (n - budget) - 1
     if keep > 0:
-      pieces[last] = " ".join(words[:keep])
+      pieces[last] = " ".join(words[:keep]).rstrip(".!?,;:") + "."
     else:
       del pieces[last], is_fact[last]
     text = " ".join(pieces)

@@ -90,8 +90,8 @@ _TIMES = """at dawn|at dusk|that morning|late in the evening|during the storm|on
 afternoon|after the harvest|in the spring|every sunday|at midnight|long ago|that winter|on the
 first day of the fair|while the bells rang|as the tide turned|under a pale moon|at first
 light|in the autumn rain|after the long drought|on the eve of the wedding|during the feast|
-as the snow fell|in the heat of noon|through the night|at the turn of the year""".replace(
-    "\n", " ").split("|")
+as the snow fell|in the heat of noon|through the night|at the turn of the year"""
+_TIMES = [" ".join(t.split()) for t in _TIMES.split("|")]
 _TRANSITIVE = """mended studied polished sketched counted examined repaired painted folded
 sorted described admired wrapped carved copied sealed tuned cleaned inspected traded sold
 bought borrowed measured weighed remembered praised questioned greeted welcomed thanked
