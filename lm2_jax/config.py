@@ -1,0 +1,352 @@
+"""One typed configuration for everything: dataclasses, loaded from YAML, validated early.
+
+A YAML file may name a `base:` file (relative to itself) whose values it overrides; the
+command line overrides both with dotted `key=value` pairs (`model.memory.num_slots=64`),
+whose values are parsed as YAML scalars. Unknown keys, wrong types and inconsistent values
+raise `ConfigError` naming the key, before anything is compiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from typing import Any, Literal, Sequence
+
+import yaml
+
+
+class ConfigError(ValueError):
+  """A configuration that cannot be used; the message names the key and what was expected."""
+
+
+# --------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeScalingConfig:
+  """Llama-3 frequency scaling of the rotary embedding (`rope_type: llama3` in HF configs)."""
+
+  factor: float = 32.0
+  low_freq_factor: float = 1.0
+  high_freq_factor: float = 4.0
+  original_max_position_embeddings: int = 8192
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryConfig:
+  """The LM2 memory bank (docs/architecture.md gives the equations)."""
+
+  enabled: bool = True
+  num_slots: int = 16
+  # Heads of the memory read and write cross-attentions; width / num_heads per head.
+  num_heads: int = 4
+  # Memory in the first `layers` decoder blocks; -1 means all of them (paper's Fig. 5 ablates this).
+  layers: int = -1
+  # "identity": the first N rows of the identity, fixed; "learned": the same start, trainable.
+  init: Literal["identity", "learned"] = "identity"
+  # Forget-gate bias at initialisation; sigmoid(1) ~ 0.73 keeps most of the memory at first.
+  forget_bias: float = 1.0
+  # Input-gate and output-gate biases at initialisation.
+  input_bias: float = 0.0
+  output_bias: float = 0.0
+  # Under zero_init the memory read's value projection starts at zero, so a memory-on model
+  # with vanilla weights computes exactly the vanilla model (used when starting from Llama).
+  zero_init: bool = False
+  # "chain": the write of layer l starts from the memory written by layer l-1 for this
+  # segment (paper Fig. 2); "per_layer": from this layer's own previous memory (cheaper
+  # ablation, all writes independent across depth).
+  write_recurrence: Literal["chain", "per_layer"] = "chain"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """A Llama-3 decoder with the LM2 memory."""
+
+  vocab_size: int = 259
+  width: int = 64
+  num_layers: int = 2
+  num_heads: int = 4
+  num_kv_heads: int = 2
+  # Per-head width; 0 means width // num_heads.
+  head_dim: int = 0
+  mlp_width: int = 256
+  norm_eps: float = 1e-5
+  rope_theta: float = 500000.0
+  rope_scaling: RopeScalingConfig | None = None
+  tie_embeddings: bool = True
+  # Tokens per memory segment: the memory is read before and written after each segment.
+  segment_len: int = 32
+  # "segment": self-attention within a segment only (memory carries the rest; linear in T).
+  # "full": ordinary causal self-attention over the whole sequence.
+  attention_scope: Literal["segment", "full"] = "segment"
+  # Parameters are float32; activations and matmuls run in this dtype.
+  compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+  # Rematerialisation of each decoder block under the layer scan.
+  remat_policy: Literal["none", "full", "save_dots", "save_qkv_mlp"] = "none"
+  # Scan over layers (stacked parameters); unrolling is only for debugging.
+  scan_layers: bool = True
+  initializer_std: float = 0.02
+  memory: MemoryConfig = dataclasses.field(default_factory=MemoryConfig)
+
+  @property
+  def resolved_head_dim(self) -> int:
+    return self.head_dim or self.width // self.num_heads
+
+  @property
+  def num_memory_layers(self) -> int:
+    if not self.memory.enabled:
+      return 0
+    return self.num_layers if self.memory.layers == -1 else self.memory.layers
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Optimisation and the training loop."""
+
+  seed: int = 0
+  # Tokens per training sequence; a multiple of model.segment_len.
+  seq_len: int = 128
+  batch_size: int = 8
+  steps: int = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """The whole configuration; the resolved copy is saved next to every run."""
+
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+  train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------------------
+# Validation of values that types alone cannot check
+# --------------------------------------------------------------------------------------
+
+
+def validate(cfg: Config) -> Config:
+  """Check cross-field consistency; raises ConfigError naming the key."""
+  m = cfg.model
+
+  def need(ok: bool, key: str, msg: str):
+    if not ok:
+      raise ConfigError(f"{key}: {msg}")
+
+  for key in ("vocab_size", "width", "num_layers", "num_heads", "num_kv_heads", "mlp_width",
+              "segment_len"):
+    need(getattr(m, key) > 0, f"model.{key}", f"must be positive, got {getattr(m, key)}")
+  need(m.head_dim >= 0, "model.head_dim", f"must be >= 0 (0 = width // num_heads), got {m.head_dim}")
+  if not m.head_dim:
+    need(m.width % m.num_heads == 0, "model.num_heads",
+         f"{m.num_heads} heads do not divide model.width={m.width}")
+  need(m.num_heads % m.num_kv_heads == 0, "model.num_kv_heads",
+       f"{m.num_kv_heads} key/value heads do not divide model.num_heads={m.num_heads}")
+  need(m.resolved_head_dim % 2 == 0, "model.head_dim",
+       f"rotary embedding needs an even head width, got {m.resolved_head_dim}")
+  need(m.norm_eps > 0, "model.norm_eps", f"must be positive, got {m.norm_eps}")
+  need(m.rope_theta > 0, "model.rope_theta", f"must be positive, got {m.rope_theta}")
+  if m.rope_scaling is not None:
+    rs = m.rope_scaling
+    need(rs.factor >= 1, "model.rope_scaling.factor", f"must be >= 1, got {rs.factor}")
+    need(rs.high_freq_factor > rs.low_freq_factor, "model.rope_scaling.high_freq_factor",
+         f"must exceed low_freq_factor ({rs.high_freq_factor} <= {rs.low_freq_factor})")
+  mem = m.memory
+  if mem.enabled:
+    need(mem.num_slots > 0, "model.memory.num_slots", f"must be positive, got {mem.num_slots}")
+    need(mem.num_heads > 0 and m.width % mem.num_heads == 0, "model.memory.num_heads",
+         f"{mem.num_heads} heads do not divide model.width={m.width}")
+    need(mem.layers == -1 or 1 <= mem.layers <= m.num_layers, "model.memory.layers",
+         f"must be -1 (all) or in 1..{m.num_layers}, got {mem.layers}")
+  t = cfg.train
+  need(t.seq_len > 0 and t.seq_len % m.segment_len == 0, "train.seq_len",
+       f"must be a positive multiple of model.segment_len={m.segment_len}, got {t.seq_len}")
+  need(t.batch_size > 0, "train.batch_size", f"must be positive, got {t.batch_size}")
+  need(t.steps >= 0, "train.steps", f"must be >= 0, got {t.steps}")
+  return cfg
+
+
+# --------------------------------------------------------------------------------------
+# Loading: YAML + base + dotted overrides -> typed dataclasses
+# --------------------------------------------------------------------------------------
+
+
+def _merge(base: dict, over: dict) -> dict:
+  out = dict(base)
+  for k, v in over.items():
+    if isinstance(v, dict) and isinstance(out.get(k), dict):
+      out[k] = _merge(out[k], v)
+    else:
+      out[k] = v
+  return out
+
+
+def _read_yaml(path: str, seen: tuple[str, ...] = ()) -> dict:
+  path = os.path.abspath(path)
+  if path in seen:
+    raise ConfigError(f"{path}: `base:` includes form a cycle: {' -> '.join(seen + (path,))}")
+  try:
+    with open(path) as f:
+      data = yaml.safe_load(f)
+  except FileNotFoundError:
+    raise ConfigError(f"{path}: config file not found") from None
+  except yaml.YAMLError as e:
+    raise ConfigError(f"{path}: not valid YAML: {e}") from None
+  if data is None:
+    data = {}
+  if not isinstance(data, dict):
+    raise ConfigError(f"{path}: expected a mapping of sections at the top level, got "
+                      f"{type(data).__name__}")
+  base = data.pop("base", None)
+  if base is not None:
+    base_path = os.path.join(os.path.dirname(path), base)
+    data = _merge(_read_yaml(base_path, seen + (path,)), data)
+  return data
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+  if "=" not in item:
+    raise ConfigError(f"override {item!r}: expected key=value, e.g. model.memory.num_slots=64")
+  key, raw = item.split("=", 1)
+  key = key.strip()
+  if not key:
+    raise ConfigError(f"override {item!r}: empty key")
+  try:
+    value = yaml.safe_load(raw) if raw.strip() else ""
+  except yaml.YAMLError:
+    value = raw
+  return key.split("."), value
+
+
+def _set_dotted(tree: dict, parts: list[str], value: Any):
+  node = tree
+  for p in parts[:-1]:
+    if not isinstance(node.get(p), dict):
+      node[p] = {}
+    node = node[p]
+  node[parts[-1]] = value
+
+
+def _type_name(tp) -> str:
+  return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+  """Convert a YAML value to the annotated type, or raise ConfigError naming key."""
+  origin = typing.get_origin(tp)
+  if origin in (typing.Union, types.UnionType):
+    args = typing.get_args(tp)
+    if value is None and type(None) in args:
+      return None
+    errors = []
+    for a in args:
+      if a is type(None):
+        continue
+      try:
+        return _coerce(value, a, key)
+      except ConfigError as e:
+        errors.append(str(e))
+    raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: got {value!r}, expected "
+                      + " or ".join(_type_name(a) for a in args))
+  if origin is Literal:
+    choices = typing.get_args(tp)
+    if value not in choices:
+      raise ConfigError(f"{key}: got {value!r}, expected one of {list(choices)}")
+    return value
+  if origin in (list, tuple, Sequence):
+    (inner,) = typing.get_args(tp)[:1] or (Any,)
+    if not isinstance(value, (list, tuple)):
+      raise ConfigError(f"{key}: got {value!r}, expected a list")
+    return tuple(_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
+  if dataclasses.is_dataclass(tp):
+    if not isinstance(value, dict):
+      raise ConfigError(f"{key}: got {value!r}, expected a mapping of {tp.__name__} fields")
+    return _build(tp, value, key)
+  if tp is Any:
+    return value
+  if tp is bool:
+    if not isinstance(value, bool):
+      raise ConfigError(f"{key}: got {value!r}, expected true or false")
+    return value
+  if tp is int:
+    if isinstance(value, bool) or not isinstance(value, int):
+      raise ConfigError(f"{key}: got {value!r}, expected an integer")
+    return value
+  if tp is float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise ConfigError(f"{key}: got {value!r}, expected a number")
+    return float(value)
+  if tp is str:
+    if not isinstance(value, str):
+      raise ConfigError(f"{key}: got {value!r}, expected a string")
+    return value
+  raise ConfigError(f"{key}: unsupported field type {tp}")
+
+
+def _build(cls, data: dict, prefix: str):
+  hints = typing.get_type_hints(cls)
+  fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+  kwargs = {}
+  for k, v in data.items():
+    key = f"{prefix}.{k}" if prefix else str(k)
+    if k not in fields:
+      close = difflib.get_close_matches(str(k), list(fields), n=1, cutoff=0.5)
+      hint = f"; did you mean {(prefix + '.' if prefix else '') + close[0]!r}?" if close else (
+          f"; valid keys: {', '.join(sorted(fields))}")
+      raise ConfigError(f"{key}: unknown key{hint}")
+    kwargs[k] = _coerce(v, hints[k], key)
+  return cls(**kwargs)
+
+
+def from_dict(data: dict) -> Config:
+  """Build and validate a Config from a nested dict (as read from YAML)."""
+  return validate(_build(Config, data, ""))
+
+
+def load_config(path: str | None, overrides: Sequence[str] = ()) -> Config:
+  """Load `path` (YAML, with optional `base:`), apply dotted overrides, validate.
+
+  `path=None` starts from the defaults.
+  """
+  data = _read_yaml(path) if path else {}
+  for item in overrides:
+    parts, value = _parse_override(item)
+    _set_dotted(data, parts, value)
+  return from_dict(data)
+
+
+def to_dict(cfg: Any) -> dict:
+  """The config as plain YAML-able data (tuples become lists)."""
+
+  def conv(x):
+    if dataclasses.is_dataclass(x):
+      return {f.name: conv(getattr(x, f.name)) for f in dataclasses.fields(x)}
+    if isinstance(x, (list, tuple)):
+      return [conv(v) for v in x]
+    return x
+
+  return conv(cfg)
+
+
+def dump_config(cfg: Config, path: str):
+  """Write the resolved configuration (loadable again with load_config)."""
+  with open(path, "w") as f:
+    yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+
+
+def replace(cfg, **changes):
+  """dataclasses.replace that accepts dotted keys: replace(cfg, **{"model.width": 8})."""
+  nested: dict[str, dict] = {}
+  direct = {}
+  for k, v in changes.items():
+    head, _, rest = k.partition(".")
+    if rest:
+      nested.setdefault(head, {})[rest] = v
+    else:
+      direct[head] = v
+  for head, sub in nested.items():
+    direct[head] = replace(getattr(cfg, head), **sub)
+  return dataclasses.replace(cfg, **direct)

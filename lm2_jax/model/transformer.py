@@ -1,0 +1,318 @@
+"""The LM2 decoder: blocks scanned over depth, segments scanned over time.
+
+One code path serves training, streaming and decoding: `Core` consumes a chunk of tokens
+that lies within one segment (a whole segment, part of a prompt, or one decoded token),
+updates a `DecodeState` (key/value caches, the per-layer memory, the current segment's
+normalised inputs, positions) and writes the memory when a row completes its segment.
+`LM2.__call__` scans `Core` over the segments of a sequence.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lm2_jax.config import ModelConfig
+from lm2_jax.model.layers import (MLP, RMSNorm, SelfAttention, dtype_of, normal, param,
+                                  rope_inv_freq, rope_tables, update_rows)
+from lm2_jax.model.memory import MemoryRead, MemoryWrite, identity_memory
+
+Array = jax.Array
+
+
+@flax.struct.dataclass
+class DecodeState:
+  """Everything a segment needs from the past; a pytree, passed in and returned.
+
+  Shapes: L layers, M memory layers, B rows, K cache slots (segment_len for
+  attention_scope=segment, the maximum length for full), G kv heads, H head width,
+  N memory slots, S = segment_len, D width.
+  """
+
+  pos_B: Array            # int32 tokens consumed so far, per row
+  k_cache_LxBxKxGxH: Array
+  v_cache_LxBxKxGxH: Array
+  memory_MxBxNxD: Array   # float32; memory after the last completed segment
+  u_MxBxSxD: Array        # normalised layer inputs of the current segment (for the write)
+
+
+def init_state(cfg: ModelConfig, batch_size: int, max_len: int | None = None) -> DecodeState:
+  """A fresh state. `max_len` bounds the sequence length for attention_scope=full.
+
+  The memory starts at zero here; the model substitutes the initial memory for every row
+  whose position is 0, so a learned initial memory needs no access to parameters here.
+  """
+  dtype = dtype_of(cfg.compute_dtype)
+  if cfg.attention_scope == "segment":
+    slots = cfg.segment_len
+  else:
+    if max_len is None:
+      raise ValueError("init_state: attention_scope=full needs max_len (the cache size)")
+    slots = max_len
+  m = cfg.num_memory_layers
+  n = cfg.memory.num_slots if m else 0
+  seg = cfg.segment_len if m else 0
+  kv = (cfg.num_layers, batch_size, slots, cfg.num_kv_heads, cfg.resolved_head_dim)
+  return DecodeState(
+      pos_B=jnp.zeros((batch_size,), jnp.int32),
+      k_cache_LxBxKxGxH=jnp.zeros(kv, dtype),
+      v_cache_LxBxKxGxH=jnp.zeros(kv, dtype),
+      memory_MxBxNxD=jnp.zeros((m, batch_size, n, cfg.width), jnp.float32),
+      u_MxBxSxD=jnp.zeros((m, batch_size, seg, cfg.width), dtype),
+  )
+
+
+@flax.struct.dataclass
+class _ChunkContext:
+  """Per-chunk quantities shared by every layer (broadcast through the layer scan)."""
+
+  cos: Array
+  sin: Array
+  cache_start_B: Array
+  mask_BxCxK: Array
+  seg_start_B: Array      # where the chunk starts inside its segment
+  seg_valid_BxS: Array    # which positions of the current segment hold tokens after the chunk
+  write_B: Array          # rows that complete their segment with this chunk
+
+
+class DecoderBlock(nn.Module):
+  """Pre-norm Llama block, with the memory read beside self-attention and the write after.
+
+  carry: (x_BxCxD, P_BxNxD) where P is the memory written by the layer below for this
+  segment (the write chain of the paper's Fig. 2); plain blocks carry P through untouched.
+  """
+
+  cfg: ModelConfig
+  has_memory: bool
+
+  @nn.compact
+  def __call__(self, carry, layer_state, ctx: _ChunkContext):
+    cfg = self.cfg
+    dtype = dtype_of(cfg.compute_dtype)
+    x, chain = carry
+    k_cache, v_cache, memory, u_seg = layer_state
+    x = nn.with_logical_constraint(x, ("activation_batch", "activation_length",
+                                       "activation_embed"))
+    u = RMSNorm(cfg.norm_eps, dtype, name="attn_norm")(x)
+    attn, k_cache, v_cache = SelfAttention(cfg, dtype, name="attn")(
+        u, ctx.cos, ctx.sin, k_cache, v_cache, ctx.cache_start_B, ctx.mask_BxCxK)
+    h = x + attn
+    if self.has_memory:
+      h = h + MemoryRead(cfg, dtype, name="memory_read")(u, memory)
+      u_seg = update_rows(u_seg, u, ctx.seg_start_B)
+      prev = chain if cfg.memory.write_recurrence == "chain" else memory
+      written = MemoryWrite(cfg, dtype, name="memory_write")(prev, u_seg, ctx.seg_valid_BxS)
+      memory = jnp.where(ctx.write_B[:, None, None], written, memory)
+      chain = memory
+    out = h + MLP(cfg, dtype, name="mlp")(RMSNorm(cfg.norm_eps, dtype, name="mlp_norm")(h))
+    return (out.astype(dtype), chain), (k_cache, v_cache, memory, u_seg)
+
+
+_REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "save_qkv_mlp": jax.checkpoint_policies.save_only_these_names("qkv", "mlp_hidden",
+                                                                  "memory_read"),
+}
+
+
+def _stack(cfg: ModelConfig, has_memory: bool, length: int, name: str):
+  """`length` blocks with stacked parameters under nn.scan (leading axis named `layers`)."""
+  block = DecoderBlock
+  if cfg.remat_policy != "none":
+    block = nn.remat(block, policy=_REMAT_POLICIES[cfg.remat_policy],
+                     prevent_cse=not cfg.scan_layers)
+  if not cfg.scan_layers:
+    return _Unrolled(cfg, has_memory, length, block, name=name)
+  scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                    in_axes=(0, nn.broadcast), length=length,
+                    metadata_params={nn.PARTITION_NAME: "layers"})
+  return scanned(cfg, has_memory, name=name)
+
+
+class _Unrolled(nn.Module):
+  """The same blocks as a Python loop (separate parameters per layer); for debugging only."""
+
+  cfg: ModelConfig
+  has_memory: bool
+  length: int
+  block: Any
+
+  @nn.compact
+  def __call__(self, carry, layer_states, ctx):
+    outs = []
+    for i in range(self.length):
+      per_layer = jax.tree.map(lambda a: None if a is None else a[i], layer_states)
+      carry, out = self.block(self.cfg, self.has_memory, name=f"layer_{i}")(carry, per_layer, ctx)
+      outs.append(out)
+    return carry, jax.tree.map(lambda *a: jnp.stack(a), *outs)
+
+
+class Core(nn.Module):
+  """Embedding, memory blocks, plain blocks, final norm and head, for one chunk."""
+
+  cfg: ModelConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.embedding = self.param(
+        "embedding", nn.with_logical_partitioning(normal(cfg.initializer_std), ("vocab", "embed")),
+        (cfg.vocab_size, cfg.width), jnp.float32)
+    m = cfg.num_memory_layers
+    if m and cfg.memory.init == "learned":
+      start = np.broadcast_to(identity_memory(cfg.memory.num_slots, cfg.width),
+                              (m, cfg.memory.num_slots, cfg.width))
+      self.memory_init = self.param(
+          "memory_init", nn.with_logical_partitioning(
+              lambda *_: jnp.asarray(start), ("layers", "memory_slots", "embed")),
+          start.shape, jnp.float32)
+    self.memory_blocks = _stack(cfg, True, m, "memory_blocks") if m else None
+    rest = cfg.num_layers - m
+    self.blocks = _stack(cfg, False, rest, "blocks") if rest else None
+    self.final_norm = RMSNorm(cfg.norm_eps, dtype_of(cfg.compute_dtype))
+    if not cfg.tie_embeddings:
+      self.lm_head = self.param(
+          "lm_head", nn.with_logical_partitioning(normal(cfg.initializer_std), ("embed", "vocab")),
+          (cfg.width, cfg.vocab_size), jnp.float32)
+
+  def _initial_memory(self) -> Array:
+    cfg = self.cfg
+    if cfg.memory.init == "learned":
+      return self.memory_init
+    return jnp.broadcast_to(identity_memory(cfg.memory.num_slots, cfg.width),
+                            (cfg.num_memory_layers, cfg.memory.num_slots, cfg.width))
+
+  def _context(self, state: DecodeState, valid_BxC: Array) -> _ChunkContext:
+    cfg = self.cfg
+    c = valid_BxC.shape[1]
+    seg = cfg.segment_len
+    pos_B = state.pos_B
+    seg_start_B = pos_B % seg
+    cache_start_B = seg_start_B if cfg.attention_scope == "segment" else pos_B
+    # The cache index of each query is also its rotary position: in-segment for
+    # attention_scope=segment (every segment is computed exactly alike), absolute for full.
+    q_idx_BxC = cache_start_B[:, None] + jnp.arange(c, dtype=jnp.int32)
+    slots = state.k_cache_LxBxKxGxH.shape[2]
+    mask = jnp.arange(slots, dtype=jnp.int32)[None, None, :] <= q_idx_BxC[:, :, None]
+    cos, sin = rope_tables(q_idx_BxC, rope_inv_freq(cfg.resolved_head_dim, cfg.rope_theta,
+                                                     cfg.rope_scaling))
+    filled_B = seg_start_B + valid_BxC.sum(-1).astype(jnp.int32)
+    seg_valid = jnp.arange(seg, dtype=jnp.int32)[None, :] < filled_B[:, None]
+    return _ChunkContext(cos=cos, sin=sin, cache_start_B=cache_start_B, mask_BxCxK=mask,
+                         seg_start_B=seg_start_B, seg_valid_BxS=seg_valid,
+                         write_B=filled_B == seg)
+
+  def __call__(self, state: DecodeState, chunk, truncate_every: int = 0):
+    """(state, (tokens_BxC, valid_BxC)) -> (state, logits_BxCxV float32).
+
+    The chunk must not cross a segment boundary: pos % segment_len + C <= segment_len.
+    Only the first valid_BxC.sum(-1) tokens of a row count (right padding).
+    """
+    tokens_BxC, valid_BxC = chunk
+    cfg = self.cfg
+    dtype = dtype_of(cfg.compute_dtype)
+    ctx = self._context(state, valid_BxC)
+    m = cfg.num_memory_layers
+    x = jnp.take(self.embedding, tokens_BxC, axis=0).astype(dtype)
+    kc, vc = state.k_cache_LxBxKxGxH, state.v_cache_LxBxKxGxH
+    memory, u_seg = state.memory_MxBxNxD, state.u_MxBxSxD
+    if m:
+      fresh_B = state.pos_B == 0
+      memory = jnp.where(fresh_B[None, :, None, None], self._initial_memory()[:, None],
+                         memory)
+      if truncate_every:
+        # Truncated back-propagation through time: no gradient flows into the memory
+        # across every truncate_every-th segment boundary.
+        cut = (state.pos_B // cfg.segment_len) % truncate_every == 0
+        memory = jnp.where(cut[None, :, None, None], jax.lax.stop_gradient(memory), memory)
+      (x, _), (k_m, v_m, memory, u_seg) = self.memory_blocks(
+          (x, memory[m - 1]), (kc[:m], vc[:m], memory, u_seg), ctx)
+    if cfg.num_layers > m:
+      (x, _), (k_p, v_p, _, _) = self.blocks((x, None), (kc[m:], vc[m:], None, None), ctx)
+    if m and cfg.num_layers > m:
+      kc, vc = jnp.concatenate([k_m, k_p]), jnp.concatenate([v_m, v_p])
+    else:
+      kc, vc = (k_m, v_m) if m else (k_p, v_p)
+    x = self.final_norm(x)
+    head = self.embedding.T if cfg.tie_embeddings else self.lm_head
+    logits = jnp.einsum("bcd,dv->bcv", x, head.astype(dtype),
+                        preferred_element_type=jnp.float32)
+    new_state = DecodeState(pos_B=state.pos_B + valid_BxC.sum(-1).astype(jnp.int32),
+                            k_cache_LxBxKxGxH=kc, v_cache_LxBxKxGxH=vc,
+                            memory_MxBxNxD=memory, u_MxBxSxD=u_seg)
+    return new_state, logits
+
+
+def _scan_segments(core: Core, state: DecodeState, tokens_SxBxC: Array, valid_SxBxC: Array,
+                   truncate_every: int):
+  body = nn.scan(lambda mdl, st, xs: mdl(st, xs, truncate_every),
+                 variable_broadcast="params", split_rngs={"params": False})
+  return body(core, state, (tokens_SxBxC, valid_SxBxC))
+
+
+class LM2(nn.Module):
+  """Llama-3 decoder with the LM2 memory. `apply(variables, tokens_BxT)` -> logits_BxTxV."""
+
+  cfg: ModelConfig
+
+  def setup(self):
+    self.core = Core(self.cfg)
+
+  def __call__(self, tokens_BxT: Array, truncate_every: int = 0) -> Array:
+    """One-shot forward over whole sequences (any T; the last segment may be partial)."""
+    b, t = tokens_BxT.shape
+    seg = self.cfg.segment_len
+    padded = -(-t // seg) * seg
+    state = init_state(self.cfg, b, padded)
+    logits, _ = self.prefill(tokens_BxT, state, truncate_every=truncate_every)
+    return logits
+
+  def prefill(self, tokens_BxT: Array, state: DecodeState, lengths_B: Array | None = None,
+              truncate_every: int = 0) -> tuple[Array, DecodeState]:
+    """Consume whole sequences segment by segment from `state` (rows at segment boundaries).
+
+    Rows may hold fewer tokens than T (`lengths_B`, right padding); the returned state
+    then reflects only each row's real tokens. Returns logits_BxTxV and the new state.
+    """
+    b, t = tokens_BxT.shape
+    seg = self.cfg.segment_len
+    s = -(-t // seg)
+    pad = s * seg - t
+    lengths_B = jnp.full((b,), t, jnp.int32) if lengths_B is None else lengths_B
+    tokens = jnp.pad(tokens_BxT, ((0, 0), (0, pad)))
+    valid = jnp.arange(s * seg)[None, :] < lengths_B[:, None]
+    to_segments = lambda a: a.reshape(b, s, seg).transpose(1, 0, 2)
+    state, logits_SxBxCxV = _scan_segments(self.core, state, to_segments(tokens),
+                                           to_segments(valid), truncate_every)
+    logits = logits_SxBxCxV.transpose(1, 0, 2, 3).reshape(b, s * seg, -1)[:, :t]
+    return logits, state
+
+  def step(self, tokens_BxC: Array, state: DecodeState,
+           valid_BxC: Array | None = None) -> tuple[Array, DecodeState]:
+    """Consume one chunk that stays within each row's current segment (e.g. one token)."""
+    if valid_BxC is None:
+      valid_BxC = jnp.ones(tokens_BxC.shape, bool)
+    state, logits = self.core(state, (tokens_BxC, valid_BxC))
+    return logits, state
+
+
+def build_model(cfg: ModelConfig) -> LM2:
+  """The model for a validated ModelConfig; `init(rng, tokens)`, `apply(variables, tokens)`."""
+  return LM2(cfg)
+
+
+@functools.lru_cache(maxsize=None)
+def _abstract_params(cfg: ModelConfig):
+  tokens = jax.ShapeDtypeStruct((1, cfg.segment_len), jnp.int32)
+  return jax.eval_shape(lambda t: build_model(cfg).init(jax.random.key(0), t), tokens)
+
+
+def abstract_variables(cfg: ModelConfig):
+  """Shapes and logical axes of the variables, with no allocation (jax.eval_shape)."""
+  return _abstract_params(cfg)
