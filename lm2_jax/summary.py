@@ -1,0 +1,94 @@
+"""`python -m lm2_jax.summary --config PATH [key=value ...] [--json]`.
+
+Parameter counts come from jax.eval_shape (nothing is allocated, so the 1.7B config is
+summarised in a second); FLOPs come from the analytic formula in lm2_jax/model/flops.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+import jax
+
+from lm2_jax.config import Config, ConfigError, load_config
+from lm2_jax.model import abstract_variables
+from lm2_jax.model.flops import flops_per_token
+
+
+MEMORY_MODULES = ("memory_read", "memory_write", "memory_init")
+
+
+def is_memory_param(path) -> bool:
+  """Whether a parameter (by its tree path) belongs to the memory bank."""
+  return any(getattr(k, "key", None) in MEMORY_MODULES for k in path)
+
+
+def count_params(cfg: Config) -> dict[str, int]:
+  """{"total_params", "memory_params"}: memory counts every parameter of the memory bank."""
+  params = abstract_variables(cfg.model)["params"]
+  total = memory = 0
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    size = math.prod(leaf.shape)
+    total += size
+    if is_memory_param(path):
+      memory += size
+  return {"total_params": total, "memory_params": memory}
+
+
+def summarize(cfg: Config) -> dict:
+  flops = flops_per_token(cfg.model, cfg.train.seq_len)
+  return {**count_params(cfg), "flops_per_token": flops["train"],
+          "forward_flops_per_token": flops["forward"], "seq_len": cfg.train.seq_len}
+
+
+def _human(x: float) -> str:
+  for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+    if abs(x) >= scale:
+      return f"{x / scale:.3f}{unit}"
+  return f"{x:.0f}"
+
+
+def format_table(cfg: Config, s: dict) -> str:
+  m = cfg.model
+  rows = [
+      ("parameters, total", f"{s['total_params']:,}", _human(s["total_params"])),
+      ("parameters, memory", f"{s['memory_params']:,}", _human(s["memory_params"])),
+      ("parameters, base", f"{s['total_params'] - s['memory_params']:,}",
+       _human(s["total_params"] - s["memory_params"])),
+      ("FLOPs/token, train", f"{s['flops_per_token']:,.0f}", _human(s["flops_per_token"])),
+      ("FLOPs/token, forward", f"{s['forward_flops_per_token']:,.0f}",
+       _human(s["forward_flops_per_token"])),
+  ]
+  head = (f"LM2: {m.num_layers} layers, width {m.width}, {m.num_heads} heads "
+          f"({m.num_kv_heads} kv), MLP {m.mlp_width}, vocab {m.vocab_size}; memory "
+          + (f"{m.memory.num_slots} slots in {m.num_memory_layers} layers"
+             if m.memory.enabled else "off")
+          + f"; segments of {m.segment_len}, attention {m.attention_scope}, "
+          f"FLOPs at seq_len {s['seq_len']}")
+  w = max(len(r[0]) for r in rows)
+  v = max(len(r[1]) for r in rows)
+  return "\n".join([head] + [f"  {a:<{w}}  {b:>{v}}  ({c})" for a, b, c in rows])
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--config", help="YAML config (defaults when omitted)")
+  parser.add_argument("--json", action="store_true", help="print one JSON object")
+  parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+  args = parser.parse_args(argv)
+  try:
+    cfg = load_config(args.config, args.overrides)
+  except ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  s = summarize(cfg)
+  print(json.dumps(s) if args.json else format_table(cfg, s))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
