@@ -184,9 +184,16 @@ def _assemble(facts: Sequence[str], budget: int, tokenizer: Tokenizer,
 
 
 def _build(task: str, index: int, seed: int, tokenizer: Tokenizer, haystack: Haystack, *,
-           budget: int | None, fill: bool, split: str, overhead=None) -> dict:
-  """The sample for (task, index): a story that fits ``budget``, padded with background."""
+           budget: int | None, fill: bool, split: str, overhead=None,
+           stats: dict | None = None) -> dict:
+  """The sample for (task, index): a story that fits ``budget``, padded with background.
+
+  Stories whose facts do not fit are redrawn (as the published data drops them); ``stats``,
+  when given, counts the redraws under "redrawn".
+  """
   for attempt in range(_MAX_ATTEMPTS):
+    if stats is not None and attempt:
+      stats["redrawn"] = stats.get("redrawn", 0) + 1
     story = babi.generate_sample(task, _rng(seed, split, "story", task, index, attempt))
     limit = budget
     if limit is not None and overhead is not None:
@@ -207,18 +214,20 @@ def _build(task: str, index: int, seed: int, tokenizer: Tokenizer, haystack: Hay
 
 def make_sample(task: str, length: str | int, index: int, seed: int = 0,
                 tokenizer: Tokenizer | str | None = None, haystack: Haystack | str | None = None,
-                *, reserve_tokens: int = PROMPT_RESERVE, split: str = "test") -> dict:
+                *, reserve_tokens: int = PROMPT_RESERVE, split: str = "test",
+                stats: dict | None = None) -> dict:
   """Sample ``index`` of ``task`` at a nominal ``length``: ``{"input", "question", "target"}``.
 
   A pure function of its arguments (``split`` separates training draws from evaluation draws
   made with the same seed). ``tokenizer`` counts the length (default: bytes); ``haystack``
-  gives the background (default: the built-in generator).
+  gives the background (default: the built-in generator). ``stats`` (a dict) counts the
+  stories redrawn because their facts did not fit.
   """
   tokenizer = load_tokenizer(tokenizer or "byte")
   haystack = load_haystack(haystack)
   budget = input_budget(length, reserve_tokens)
   return _build(babi.check_task(task), int(index), int(seed), tokenizer, haystack,
-                budget=budget, fill=budget is not None, split=split)
+                budget=budget, fill=budget is not None, split=split, stats=stats)
 
 
 class BabilongSource:
@@ -648,15 +657,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     for task in tasks:
       os.makedirs(os.path.join(args.output_dir, task), exist_ok=True)
       for length in lengths:
-        start = time.perf_counter()
+        start, stats = time.perf_counter(), {}
         samples = [make_sample(task, length, i, args.seed, tokenizer, haystack,
-                               reserve_tokens=args.reserve_tokens, split=args.split)
+                               reserve_tokens=args.reserve_tokens, split=args.split, stats=stats)
                    for i in range(args.num_samples)]
         out = os.path.join(args.output_dir, task, f"{length}.json")
         with open(out, "w", encoding="utf-8") as f:
           json.dump(samples, f, ensure_ascii=False)
-        print(f"{task} {length}: {len(samples)} samples in {time.perf_counter() - start:.2f} s "
-              f"-> {out}", flush=True)
+        redrawn = stats.get("redrawn", 0)
+        note = f", {redrawn} stories redrawn because their facts did not fit" if redrawn else ""
+        print(f"{task} {length}: {len(samples)} samples in {time.perf_counter() - start:.2f} s"
+              f"{note} -> {out}", flush=True)
   except (DataError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -77,10 +77,11 @@ class TokenShardSource:
         return -1, arr.dtype, arr.shape[0]
       size = os.path.getsize(path)
       with open(path, "rb") as f:
-        head = np.frombuffer(f.read(_HEADER_INTS * 4), np.int32)
+        raw = f.read(_HEADER_INTS * 4)
     except (OSError, ValueError) as e:
       raise DataError(f"{path}: cannot read token shard ({e})") from e
-    if head.size == _HEADER_INTS and int(head[0]) in _LLMC_MAGICS:
+    head = np.frombuffer(raw, np.int32) if len(raw) == _HEADER_INTS * 4 else np.zeros(1, np.int32)
+    if int(head[0]) in _LLMC_MAGICS:
       dtype = np.dtype(_LLMC_MAGICS[int(head[0])])
       n = int(head[2])
       if _HEADER_INTS * 4 + n * dtype.itemsize > size:
@@ -215,15 +216,24 @@ class _PackIterator(grain.DatasetIterator):
 
   def _next_doc(self) -> None:
     self._doc_state = self._parent.get_state()
-    self._doc = next(self._parent)  # StopIteration ends the stream; a partial tail is dropped
+    self._doc = next(self._parent)
     self._pos = 0
+
+  def _end(self, filled: int) -> None:
+    if filled:
+      log.info("end of the documents: the last %d tokens do not fill a sequence of %d and are "
+               "not used", filled, self._seq_len)
+    raise StopIteration
 
   def __next__(self) -> np.ndarray:
     out = np.empty((self._seq_len,), np.int32)
     filled = 0
     while filled < self._seq_len:
       if self._doc is None or self._pos >= len(self._doc):
-        self._next_doc()
+        try:
+          self._next_doc()
+        except StopIteration:
+          self._end(filled)
       take = min(self._seq_len - filled, len(self._doc) - self._pos)
       out[filled:filled + take] = self._doc[self._pos:self._pos + take]
       filled += take

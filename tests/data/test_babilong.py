@@ -86,11 +86,12 @@ def test_subword_length_budget_is_met(fixture, request):
 
 
 def test_stories_that_do_not_fit_are_redrawn():
-  tok = ByteTokenizer()
+  tok, stats = ByteTokenizer(), {}
   for i in range(20):
-    s = make_sample("qa5", 420, i, reserve_tokens=300)  # 120 bytes for the whole input
+    s = make_sample("qa5", 420, i, reserve_tokens=300, stats=stats)  # 120 bytes of input
     assert len(tok.encode(s["input"])) <= 120
     assert solve(hidden_facts(s["input"]), s["question"]) == s["target"]
+  assert stats["redrawn"] > 0
   with pytest.raises(ValueError, match="no story fits"):
     make_sample("qa1", 310, 0, reserve_tokens=300)
 
