@@ -18,7 +18,7 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m lm2_jax.summary --config configs/tiny.yaml
-	$(PY) -m lm2_jax.demo --config configs/tiny.yaml
+	$(PY) bench/forward.py --config configs/tiny.yaml --tokens 1024
 
 # All tests, slow end-to-end ones included; two workers for the two cores.
 test: $(STAMP)
