@@ -121,7 +121,10 @@ def test_zero_init_reproduces_vanilla_exactly(scope):
   mp["memory_blocks"] = mem_blocks
   out_v = jitted(vanilla)(v_vars, tokens)
   out_m = jitted(lm2)({"params": {"core": mp}}, tokens)
-  np.testing.assert_array_equal(np.asarray(out_v), np.asarray(out_m))
+  if jax.default_backend() == "cpu":
+    np.testing.assert_array_equal(np.asarray(out_v), np.asarray(out_m))
+  else:  # GPU XLA may fuse the two graphs' matmuls differently: equal up to rounding.
+    np.testing.assert_allclose(np.asarray(out_v), np.asarray(out_m), rtol=1e-5, atol=1e-5)
 
 
 def test_gradients_reach_every_memory_parameter_and_training_stays_finite():
