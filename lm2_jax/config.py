@@ -88,8 +88,6 @@ class ModelConfig:
   compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
   # Rematerialisation of each decoder block under the layer scan.
   remat_policy: Literal["none", "full", "save_dots", "save_qkv_mlp"] = "none"
-  # Scan over layers (stacked parameters); unrolling is only for debugging.
-  scan_layers: bool = True
   initializer_std: float = 0.02
   memory: MemoryConfig = dataclasses.field(default_factory=MemoryConfig)
 

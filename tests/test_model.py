@@ -161,7 +161,7 @@ def _update(opt, loss_fn, params, state, tokens):
 
 
 @pytest.mark.parametrize("policy", ["full", "save_qkv_mlp"])
-def test_remat_and_unrolled_layers_compute_the_same(policy):
+def test_remat_policies_compute_the_same_values_and_gradients(policy):
   cfg, model = make("segment")
   tokens = random_tokens(cfg, 2, SEG * 2)
   variables = model.init(jax.random.key(0), tokens)

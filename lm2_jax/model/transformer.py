@@ -10,8 +10,6 @@ normalised inputs, positions) and writes the memory when a row completes its seg
 from __future__ import annotations
 
 import functools
-from typing import Any
-
 import flax.linen as nn
 import flax.struct
 import jax
@@ -126,32 +124,11 @@ def _stack(cfg: ModelConfig, has_memory: bool, length: int, name: str):
   """`length` blocks with stacked parameters under nn.scan (leading axis named `layers`)."""
   block = DecoderBlock
   if cfg.remat_policy != "none":
-    block = nn.remat(block, policy=_REMAT_POLICIES[cfg.remat_policy],
-                     prevent_cse=not cfg.scan_layers)
-  if not cfg.scan_layers:
-    return _Unrolled(cfg, has_memory, length, block, name=name)
+    block = nn.remat(block, policy=_REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
   scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                     in_axes=(0, nn.broadcast), length=length,
                     metadata_params={nn.PARTITION_NAME: "layers"})
   return scanned(cfg, has_memory, name=name)
-
-
-class _Unrolled(nn.Module):
-  """The same blocks as a Python loop (separate parameters per layer); for debugging only."""
-
-  cfg: ModelConfig
-  has_memory: bool
-  length: int
-  block: Any
-
-  @nn.compact
-  def __call__(self, carry, layer_states, ctx):
-    outs = []
-    for i in range(self.length):
-      per_layer = jax.tree.map(lambda a: None if a is None else a[i], layer_states)
-      carry, out = self.block(self.cfg, self.has_memory, name=f"layer_{i}")(carry, per_layer, ctx)
-      outs.append(out)
-    return carry, jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
 
 class Core(nn.Module):
