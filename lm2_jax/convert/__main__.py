@@ -1,0 +1,95 @@
+"""`python -m lm2_jax.convert import-hf|export-hf ...`: Hugging Face Llama <-> work directory.
+
+    import-hf --hf-dir DIR --out WORKDIR [--config CFG] [key=value ...]
+        A LlamaForCausalLM folder -> a new work directory with a params-only checkpoint
+        (step 0) that training continues from and evaluation reads. The architecture comes
+        from config.json; --config and the overrides give the rest (memory, training).
+    export-hf --checkpoint DIR --out HF_DIR [--dtype float32|bfloat16|float16]
+        A work directory (latest step) or step directory -> a folder transformers loads.
+
+Bad input gives one line naming the file and tensor, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from lm2_jax.checkpoint import CheckpointError
+from lm2_jax.config import ConfigError, load_config, to_dict
+from lm2_jax.convert.hf import EXPORT_DTYPES, ConvertError, export_hf, import_hf, parse_size
+
+
+def _note(msg: str):
+  print(msg, file=sys.stderr)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def _import(args) -> int:
+  # Without --config the import is a plain Llama; model.memory.enabled=true adds a memory.
+  base = None
+  if args.config or args.overrides:
+    defaults = [] if args.config else ["model.memory.enabled=false"]
+    base = load_config(args.config, defaults + list(args.overrides))
+  start = time.time()
+  cfg = import_hf(args.hf_dir, args.out, base=base,
+                  compute_dtype=base.model.compute_dtype if base else "float32", log=_note)
+  if args.config:
+    before, after = _flat(to_dict(base)), _flat(to_dict(cfg))
+    for key in sorted(k for k in before if before[k] != after.get(k)):
+      _note(f"note: {key}={before[key]!r} from {args.config} replaced by {after[key]!r} "
+            f"from {args.hf_dir}")
+  m = cfg.model
+  memory = (f"memory {m.memory.num_slots} slots in {m.num_memory_layers} layers"
+            if m.memory.enabled else "no memory")
+  print(f"imported {args.hf_dir} -> {args.out} (step 0): {m.num_layers} layers, width "
+        f"{m.width}, vocab {m.vocab_size}, {memory}, in {time.time() - start:.1f} s")
+  return 0
+
+
+def _export(args) -> int:
+  start = time.time()
+  cfg = export_hf(args.checkpoint, args.out, args.dtype, parse_size(args.max_shard_size))
+  if cfg.model.memory.enabled or cfg.model.attention_scope != "full":
+    _note("note: transformers computes this folder as a plain Llama with full attention; "
+          "the memory and segment settings travel in config.json's lm2_memory entry")
+  print(f"exported {args.checkpoint} -> {args.out} ({args.dtype}) in "
+        f"{time.time() - start:.1f} s")
+  return 0
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m lm2_jax.convert",
+                                   description=__doc__.split("\n\n")[0])
+  sub = parser.add_subparsers(dest="command", required=True)
+  imp = sub.add_parser("import-hf", help="Hugging Face Llama folder -> work directory")
+  imp.add_argument("--hf-dir", required=True, help="folder with config.json and *.safetensors")
+  imp.add_argument("--out", required=True, help="new work directory")
+  imp.add_argument("--config", help="YAML config for the memory and training settings")
+  imp.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+  exp = sub.add_parser("export-hf", help="work directory -> Hugging Face Llama folder")
+  exp.add_argument("--checkpoint", required=True, help="work directory or step directory")
+  exp.add_argument("--out", required=True, help="new folder")
+  exp.add_argument("--dtype", default="float32", choices=sorted(EXPORT_DTYPES))
+  exp.add_argument("--max-shard-size", default="2GB",
+                   help="largest safetensors file before sharding (default 2GB)")
+  args = parser.parse_args(argv)
+  try:
+    return _import(args) if args.command == "import-hf" else _export(args)
+  except (ConvertError, ConfigError, CheckpointError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+  sys.exit(main())
