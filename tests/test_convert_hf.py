@@ -20,10 +20,10 @@ import safetensors.numpy
 
 from hf_llama_fixture import write_random_llama
 from lm2_jax.checkpoint import load_params
-from lm2_jax.config import Config, MemoryConfig, replace
+from lm2_jax.config import Config, MemoryConfig, load_config, replace
 from lm2_jax.convert import ConvertError, export_hf, import_hf, load_hf_llama
 from lm2_jax.convert.__main__ import main as cli
-from lm2_jax.convert.hf import param_shardings, write_hf_llama
+from lm2_jax.convert.hf import config_from_hf, param_shardings, write_hf_llama
 from lm2_jax.model import build_model
 from lm2_jax.sharding import MESH_AXES
 
@@ -283,3 +283,30 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
                         capture_output=True, text=True, cwd=REPO)
   assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
   assert "already exists" in proc.stderr
+
+
+# Llama-3.2-1B's config.json as published (transformers 4.45 layout).
+LLAMA_3_2_1B = {
+    "architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "bos_token_id": 128000, "eos_token_id": 128001, "head_dim": 64, "hidden_act": "silu",
+    "hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 8192,
+    "max_position_embeddings": 131072, "mlp_bias": False, "model_type": "llama",
+    "num_attention_heads": 32, "num_hidden_layers": 16, "num_key_value_heads": 8,
+    "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+    "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "rope_theta": 500000.0, "tie_word_embeddings": True, "torch_dtype": "bfloat16",
+    "use_cache": True, "vocab_size": 128256,
+}
+
+
+def test_llama_3_2_1b_config_gives_the_shipped_configs():
+  for name in ("llama3.2_1b.yaml", "lm2_1.7b.yaml"):
+    shipped = load_config(os.path.join(REPO, "configs", name))
+    cfg, from_folder = config_from_hf(LLAMA_3_2_1B, "config.json", base=shipped,
+                                      compute_dtype=shipped.model.compute_dtype)
+    assert not from_folder
+    want = shipped.model
+    if want.memory.enabled:
+      want = replace(want, **{"memory.zero_init": True})
+    assert cfg.model == want and cfg.train == shipped.train, name
