@@ -570,7 +570,7 @@ def parse_size(text: str) -> int:
     mult = 1
   try:
     value = int(float(s) * mult)
-  except ValueError:
+  except (ValueError, OverflowError):  # "abc", "inf"
     raise ConvertError(f"shard size {text!r}: expected e.g. 2GB, 500MB or a number of "
                        f"bytes") from None
   if value <= 0:
