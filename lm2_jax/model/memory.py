@@ -62,6 +62,14 @@ def _cross_attend(queries_BxNxD: Array, keys_BxSxD: Array, wq, wk, wv,
   return out.reshape(b, n, h * kd)
 
 
+def _read_probs(queries_BxCxD: Array, keys_BxNxD: Array, wq, wk, dtype) -> Array:
+  """The read's attention weights [B, H, C, N] (float32), as `_cross_attend` computes them."""
+  q = jnp.einsum("bcd,dhk->bchk", queries_BxCxD.astype(dtype), wq.astype(dtype))
+  k = jnp.einsum("bnd,dhk->bnhk", keys_BxNxD.astype(dtype), wk.astype(dtype))
+  scores = jnp.einsum("bchk,bnhk->bhcn", q, k, preferred_element_type=jnp.float32)
+  return jax.nn.softmax(scores / np.sqrt(q.shape[-1]), axis=-1)
+
+
 class MemoryRead(nn.Module):
   """Tokens read the memory of the previous segment; an output gate scales what was read."""
 
@@ -79,6 +87,11 @@ class MemoryRead(nn.Module):
     wv = _heads(self, "v", cfg, nn.initializers.zeros if cfg.memory.zero_init else init)
     w_out, b_out = _gate(self, "out_gate", cfg, cfg.memory.output_bias)
     read_BxCxD = _cross_attend(u_BxCxD, memory_BxNxD, wq, wk, wv, None, self.dtype)
+    if self.is_mutable_collection("intermediates"):
+      # For the memory maps (paper Fig. 6): which slots each token reads, per head. Only
+      # computed when a caller asks for intermediates, so ordinary calls pay nothing.
+      self.sow("intermediates", "read_probs",
+               _read_probs(u_BxCxD, memory_BxNxD, wq, wk, self.dtype))
     read_BxCxD = checkpoint_name(read_BxCxD, "memory_read")
     g_out = jax.nn.sigmoid(
         (read_BxCxD @ w_out.astype(self.dtype)).astype(jnp.float32) + b_out)

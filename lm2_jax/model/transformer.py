@@ -105,8 +105,20 @@ class DecoderBlock(nn.Module):
       h = h + MemoryRead(cfg, dtype, name="memory_read")(u, memory)
       u_seg = update_rows(u_seg, u, ctx.seg_start_B)
       prev = chain if cfg.memory.write_recurrence == "chain" else memory
-      written = MemoryWrite(cfg, dtype, name="memory_write")(prev, u_seg, ctx.seg_valid_BxS)
-      memory = jnp.where(ctx.write_B[:, None, None], written, memory)
+
+      def write(mdl, prev, u_seg, memory):
+        written = MemoryWrite(cfg, dtype, name="memory_write", parent=mdl)(
+            prev, u_seg, ctx.seg_valid_BxS)
+        return jnp.where(ctx.write_B[:, None, None], written, memory)
+
+      if self.is_initializing():
+        memory = write(self, prev, u_seg, memory)
+      else:
+        # Most decoding steps complete no row's segment: skip the write's cross-attention
+        # over the whole segment (the dominant cost of a step) rather than compute and
+        # discard it.
+        memory = nn.cond(jnp.any(ctx.write_B), write, lambda mdl, p, u, m: m, self, prev,
+                         u_seg, memory)
       chain = memory
     out = h + MLP(cfg, dtype, name="mlp")(RMSNorm(cfg.norm_eps, dtype, name="mlp_norm")(h))
     return (out.astype(dtype), chain), (k_cache, v_cache, memory, u_seg)
@@ -125,7 +137,8 @@ def _stack(cfg: ModelConfig, has_memory: bool, length: int, name: str):
   block = DecoderBlock
   if cfg.remat_policy != "none":
     block = nn.remat(block, policy=_REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
-  scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+  scanned = nn.scan(block, variable_axes={"params": 0, "intermediates": 0},
+                    split_rngs={"params": True},
                     in_axes=(0, nn.broadcast), length=length,
                     metadata_params={nn.PARTITION_NAME: "layers"})
   return scanned(cfg, has_memory, name=name)
@@ -229,7 +242,8 @@ class Core(nn.Module):
 def _scan_segments(core: Core, state: DecodeState, tokens_SxBxC: Array, valid_SxBxC: Array,
                    truncate_every: int):
   body = nn.scan(lambda mdl, st, xs: mdl(st, xs, truncate_every),
-                 variable_broadcast="params", split_rngs={"params": False})
+                 variable_broadcast="params", variable_axes={"intermediates": 0},
+                 split_rngs={"params": False})
   return body(core, state, (tokens_SxBxC, valid_SxBxC))
 
 
