@@ -1,31 +1,49 @@
 """Work directories and Orbax checkpoints: the one place that knows their layout.
 
     WORKDIR/config.yaml              the resolved configuration of the run
+    WORKDIR/config.<time>.yaml       earlier configurations, when a rerun changed it
     WORKDIR/checkpoints/<step>/      one Orbax CheckpointManager step, with items
         params     the model parameters (unboxed pytree, float32)
         opt_state  optimizer state (training checkpoints only)
-        data       the input iterator's state as JSON (training checkpoints only)
+        data       the input iterators' states, one JSON file per host
+                   (process_<i>-of-<n>.json, Grain's handler; training checkpoints only)
         meta       JSON: {"step": ..., ...}
+    WORKDIR/checkpoints-skipped/     incomplete or unreadable checkpoints moved out of the
+                                     way at start-up (kept, never deleted)
     WORKDIR/tokenizer.json           optional: the tokenizer the run uses
 
 Training (`lm2_jax.train`), evaluation and the Hugging Face converter all go through the
 functions here, so a checkpoint written by any of them is read by the others.
+
+Orbax writes a step into `<step>.orbax-checkpoint-tmp` and renames it when every item is
+complete, so a run killed while saving leaves no half-written `<step>/`; a finished step
+that cannot be read back (a damaged disk, a file deleted by hand) is detected when it is
+restored and skipped for the one before it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
+import time
 from typing import Any
 
 import flax.linen as nn
+import grain
 import jax
 import orbax.checkpoint as ocp
+import yaml
 
-from lm2_jax.config import Config, ConfigError, dump_config, load_config
+from lm2_jax.config import Config, ConfigError, dump_config, load_config, to_dict
 from lm2_jax.model import abstract_variables
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
+SKIPPED_DIR = "checkpoints-skipped"
+_TMP_SUFFIX = ".orbax-checkpoint-tmp"
 
 
 class CheckpointError(ValueError):
@@ -40,7 +58,7 @@ def checkpoint_dir(workdir: str) -> str:
 ITEM_HANDLERS = {
     "params": ocp.StandardCheckpointHandler,
     "opt_state": ocp.StandardCheckpointHandler,
-    "data": ocp.JsonCheckpointHandler,
+    "data": grain.checkpoint.CheckpointHandler,
     "meta": ocp.JsonCheckpointHandler,
 }
 
@@ -141,3 +159,122 @@ def check_shapes(target, saved, where: str):
     shown = "; ".join(problems[:6]) + (f"; and {len(problems) - 6} more" if len(problems) > 6
                                        else "")
     raise CheckpointError(f"{where}: the checkpoint does not match the config: {shown}")
+
+
+# --------------------------------------------------------------------------------------
+# Training checkpoints: parameters, optimizer state and data position saved together
+# --------------------------------------------------------------------------------------
+
+
+def save_train_state(mngr: ocp.CheckpointManager, step: int, params, opt_state,
+                     data_iterator, meta: dict | None = None) -> None:
+  """Start saving one training step (asynchronously when the manager is async).
+
+  Every process calls this: arrays are written shard by shard, each host writes its own
+  data iterator state, the JSON metadata is written once.
+  """
+  mngr.save(step, args=ocp.args.Composite(
+      params=ocp.args.StandardSave(params),
+      opt_state=ocp.args.StandardSave(opt_state),
+      data=grain.checkpoint.CheckpointSave(data_iterator),
+      meta=ocp.args.JsonSave({"step": step, **(meta or {})})), force=True)
+
+
+def _flat_diff(old: Any, new: Any, prefix: str) -> list[str]:
+  if isinstance(old, dict) and isinstance(new, dict):
+    out = []
+    for k in sorted(set(old) | set(new)):
+      out += _flat_diff(old.get(k), new.get(k), f"{prefix}.{k}")
+    return out
+  return [] if old == new else [f"{prefix}: checkpoint {old!r}, config {new!r}"]
+
+
+def check_compatible(workdir: str, cfg: Config, saved_params: Any, step: int) -> None:
+  """Refuse a config whose parameter shapes differ from a saved step's.
+
+  The message names the differing model keys (from the work directory's config.yaml),
+  else the differing parameters.
+  """
+  try:
+    check_shapes(abstract_params(cfg), saved_params, f"{workdir} step {step}")
+  except CheckpointError as e:
+    try:
+      old = load_workdir_config(workdir)
+    except CheckpointError:
+      raise e from None
+    keys = _flat_diff(to_dict(old.model), to_dict(cfg.model), "model")
+    if not keys:
+      raise
+    raise CheckpointError(
+        f"{checkpoint_dir(workdir)}/{step}: the config changes the model's shapes against "
+        f"this checkpoint: {'; '.join(keys)}. Use another --workdir, or the checkpoint's "
+        "values") from None
+
+
+def skip_checkpoint(workdir: str, name: str, reason: str) -> str:
+  """Move an unusable step directory to WORKDIR/checkpoints-skipped/ (kept, not deleted)."""
+  src = os.path.join(checkpoint_dir(workdir), name)
+  dst_dir = os.path.join(os.path.abspath(workdir), SKIPPED_DIR)
+  os.makedirs(dst_dir, exist_ok=True)
+  dst = os.path.join(dst_dir, f"{name}.{time.strftime('%Y%m%dT%H%M%S')}")
+  shutil.move(src, dst)
+  log.warning("%s: %s; skipped (moved to %s)", src, reason, dst)
+  return dst
+
+
+def set_aside_incomplete(workdir: str) -> list[str]:
+  """Move the temporary directories of saves that never finished out of the way."""
+  root = checkpoint_dir(workdir)
+  if not os.path.isdir(root):
+    return []
+  return [skip_checkpoint(workdir, name, "incomplete checkpoint (the run stopped while "
+                          "writing it)")
+          for name in sorted(os.listdir(root)) if _TMP_SUFFIX in name]
+
+
+def restore_train_state(mngr: ocp.CheckpointManager, workdir: str, target_params: Any,
+                        target_opt_state: Any, data_iterator, *, primary: bool = True):
+  """Restore the newest readable training step; returns (step, params, opt_state, meta,
+  data_restored) or None when there is no checkpoint.
+
+  Targets are abstract arrays carrying the shardings to restore onto (any mesh). A step
+  that fails to restore is moved aside with a warning and the one before it is tried.
+  The data iterator is restored from this host's file; when that is impossible (the
+  checkpoint was written by another number of hosts) `data_restored` is False and the
+  iterator is left as it was.
+  """
+  for step in sorted(mngr.all_steps(), reverse=True):
+    try:
+      restored = mngr.restore(step, args=ocp.args.Composite(
+          params=ocp.args.StandardRestore(target_params),
+          opt_state=ocp.args.StandardRestore(target_opt_state),
+          meta=ocp.args.JsonRestore()))
+    except Exception as e:  # orbax/tensorstore raise many kinds for damaged files
+      if primary:
+        skip_checkpoint(workdir, str(step), f"cannot be restored ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''})")
+      mngr.reload()
+      continue
+    data_restored = True
+    try:
+      mngr.restore(step, args=ocp.args.Composite(
+          data=grain.checkpoint.CheckpointRestore(data_iterator)))
+    except Exception as e:  # a missing per-host file, or another host count
+      log.warning("%s/%d: the data position cannot be restored (%s); the input streams "
+                  "restart", checkpoint_dir(workdir), step, e)
+      data_restored = False
+    return step, restored["params"], restored["opt_state"], restored["meta"], data_restored
+  return None
+
+
+def write_config(workdir: str, cfg: Config) -> str:
+  """Write WORKDIR/config.yaml; a different earlier one is kept as config.<time>.yaml."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      old = yaml.safe_load(f)
+    if old == to_dict(cfg):
+      return path
+    os.replace(path, os.path.join(workdir, f"config.{time.strftime('%Y%m%dT%H%M%S')}.yaml"))
+  dump_config(cfg, path)
+  return path

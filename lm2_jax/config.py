@@ -103,14 +103,119 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CurriculumConfig:
+  """How many segments a training batch spans (docs/training.md, MEMORY-TRAINING-NOTES.md).
+
+  Recurrent-memory models trained on one fixed length do not extrapolate, and starting with
+  many segments learns slowly; so each batch draws its number of segments uniformly from
+  min_segments up to a maximum that grows stage by stage (1, 2, 4, 8, ... as the
+  recurrent-memory literature trains BABILong).
+  """
+
+  # The maximum number of segments of each stage, e.g. [1, 2, 4]; empty: no curriculum,
+  # every batch spans train.seq_len tokens.
+  max_segments: tuple[int, ...] = ()
+  # Steps of each stage; the last stage lasts until the end of training.
+  stage_steps: int = 1000
+  # Fewest segments a batch may draw.
+  min_segments: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """Optimisation and the training loop."""
 
   seed: int = 0
-  # Tokens per training sequence; a multiple of model.segment_len.
+  # Tokens per training sequence (the model's input; the data supplies one more token for
+  # the shifted targets); a multiple of model.segment_len. The curriculum's ceiling.
   seq_len: int = 128
+  # Global batch, over all hosts and devices.
   batch_size: int = 8
   steps: int = 100
+  # AdamW with a warm-up then `lr_schedule` decay to final_lr_fraction * learning_rate.
+  learning_rate: float = 3e-4
+  lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
+  warmup_steps: int = 0
+  final_lr_fraction: float = 0.1
+  adam_b1: float = 0.9
+  adam_b2: float = 0.95
+  adam_eps: float = 1e-8
+  # Decoupled weight decay; never applied to norms, biases or the learned initial memory.
+  weight_decay: float = 0.1
+  # Clip the global gradient norm to this value; 0 turns clipping off.
+  grad_clip: float = 1.0
+  # Gradient accumulation: the batch is split into this many micro-batches per step.
+  microbatches: int = 1
+  # Weight of the z-loss (mean squared log-partition), which keeps logits from drifting.
+  z_loss: float = 0.0
+  # "answer": score the targets the data marks (BABILong answers; every token of plain
+  # text); "all": every non-padding token.
+  loss_mask: Literal["answer", "all"] = "answer"
+  # Stop the gradient through the memory every k segments (truncated BPTT); 0: never.
+  truncate_every: int = 0
+  curriculum: CurriculumConfig = dataclasses.field(default_factory=CurriculumConfig)
+  # Checkpoints: every checkpoint_every steps and at the end, asynchronously; keep the last
+  # `keep` and, with keep_period > 0, every keep_period-th step for good.
+  checkpoint_every: int = 1000
+  keep: int = 3
+  keep_period: int = 0
+  async_checkpoint: bool = True
+  log_every: int = 10
+  # Evaluation hook every eval_every steps (0: only at the end): validation loss and, for
+  # BABILong, answer accuracy on eval_samples held-out samples at each of eval_segments
+  # segment counts (empty: the training maximum).
+  eval_every: int = 0
+  eval_samples: int = 64
+  eval_batch_size: int = 16
+  eval_segments: tuple[int, ...] = ()
+  # Peak FLOP/s of one device for the MFU; 0: a table of accelerators, or on the CPU the
+  # measured rate of a float32 matmul shared by the local devices.
+  peak_flops: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  """Device mesh (data, fsdp, tensor) and multi-host start-up (docs/training.md)."""
+
+  # Axis sizes; at most one may be -1, inferred from the number of devices.
+  data: int = -1
+  fsdp: int = 1
+  tensor: int = 1
+  # jax.distributed.initialize(): "auto" calls it when the environment describes several
+  # processes (a coordinator address, SLURM, Open MPI, a multi-host TPU slice).
+  distributed: Literal["auto", "always", "never"] = "auto"
+  # Empty / 0 / -1: taken from the environment as JAX detects it.
+  coordinator_address: str = ""
+  num_processes: int = 0
+  process_id: int = -1
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Where training batches come from (docs/data.md describes the formats)."""
+
+  # babilong: generated on the fly; text: .txt/.jsonl/.parquet documents; tokens:
+  # pre-tokenised .bin/.npy shards; tfds: a TFDS dataset prepared as ArrayRecord.
+  kind: Literal["babilong", "text", "tokens", "tfds"] = "babilong"
+  # Files or folders (text, tokens); held-out files for the validation loss.
+  paths: tuple[str, ...] = ()
+  eval_paths: tuple[str, ...] = ()
+  # TFDS: a registered name or a prepared dataset's folder, its data_dir, split and feature.
+  tfds_name: str = ""
+  tfds_data_dir: str = ""
+  split: str = "train"
+  text_key: str = "text"
+  token_dtype: Literal["uint16", "uint32"] = "uint16"
+  # "byte", a tokenizer.json (or its folder), or a SentencePiece .model.
+  tokenizer: str = "byte"
+  # BABILong: tasks, sample lengths (capped at each batch's length; empty: fill the whole
+  # sequence; 0k: the facts alone) and the background text ("default", a folder, pg19:DIR).
+  tasks: tuple[str, ...] = ("qa1",)
+  lengths: tuple[str | int, ...] = ()
+  haystack: str = "default"
+  shuffle: bool = True
+  # Reader threads per host (0: read in the training thread).
+  num_threads: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +224,8 @@ class Config:
 
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+  mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+  data: DataConfig = dataclasses.field(default_factory=DataConfig)
 
 
 # --------------------------------------------------------------------------------------
@@ -164,7 +271,79 @@ def validate(cfg: Config) -> Config:
        f"must be a positive multiple of model.segment_len={m.segment_len}, got {t.seq_len}")
   need(t.batch_size > 0, "train.batch_size", f"must be positive, got {t.batch_size}")
   need(t.steps >= 0, "train.steps", f"must be >= 0, got {t.steps}")
+  _validate_train(t, m, need)
+  _validate_mesh(cfg.mesh, t, need)
+  _validate_data(cfg.data, need)
   return cfg
+
+
+def _validate_train(t: TrainConfig, m: ModelConfig, need):
+  need(t.learning_rate > 0, "train.learning_rate", f"must be positive, got {t.learning_rate}")
+  need(t.warmup_steps >= 0, "train.warmup_steps", f"must be >= 0, got {t.warmup_steps}")
+  need(0 <= t.final_lr_fraction <= 1, "train.final_lr_fraction",
+       f"must be in [0, 1], got {t.final_lr_fraction}")
+  for key in ("adam_b1", "adam_b2"):
+    need(0 <= getattr(t, key) < 1, f"train.{key}", f"must be in [0, 1), got {getattr(t, key)}")
+  need(t.adam_eps > 0, "train.adam_eps", f"must be positive, got {t.adam_eps}")
+  for key in ("weight_decay", "grad_clip", "z_loss", "peak_flops"):
+    need(getattr(t, key) >= 0, f"train.{key}", f"must be >= 0, got {getattr(t, key)}")
+  need(t.microbatches >= 1, "train.microbatches", f"must be >= 1, got {t.microbatches}")
+  need(t.batch_size % t.microbatches == 0, "train.microbatches",
+       f"{t.microbatches} micro-batches do not divide train.batch_size={t.batch_size}")
+  need(t.truncate_every >= 0, "train.truncate_every", f"must be >= 0, got {t.truncate_every}")
+  for key in ("checkpoint_every", "keep", "log_every", "eval_samples", "eval_batch_size"):
+    need(getattr(t, key) >= 1, f"train.{key}", f"must be >= 1, got {getattr(t, key)}")
+  for key in ("keep_period", "eval_every"):
+    need(getattr(t, key) >= 0, f"train.{key}", f"must be >= 0, got {getattr(t, key)}")
+  most = t.seq_len // m.segment_len
+  c = t.curriculum
+  need(c.stage_steps >= 1, "train.curriculum.stage_steps", f"must be >= 1, got {c.stage_steps}")
+  for i, n in enumerate(c.max_segments):
+    need(1 <= n <= most, f"train.curriculum.max_segments[{i}]",
+         f"must be in 1..{most} (train.seq_len={t.seq_len} / model.segment_len="
+         f"{m.segment_len}), got {n}")
+    need(i == 0 or n >= c.max_segments[i - 1], f"train.curriculum.max_segments[{i}]",
+         f"stages must not shrink, got {list(c.max_segments)}")
+  first = c.max_segments[0] if c.max_segments else most
+  need(1 <= c.min_segments <= first, "train.curriculum.min_segments",
+       f"must be in 1..{first} (the first stage's maximum), got {c.min_segments}")
+  for i, n in enumerate(t.eval_segments):
+    need(n >= 1, f"train.eval_segments[{i}]", f"must be >= 1, got {n}")
+
+
+def _validate_mesh(mesh: MeshConfig, t: TrainConfig, need):
+  sizes = {k: getattr(mesh, k) for k in ("data", "fsdp", "tensor")}
+  for k, v in sizes.items():
+    need(v == -1 or v >= 1, f"mesh.{k}", f"must be >= 1 or -1 (inferred), got {v}")
+  inferred = [k for k, v in sizes.items() if v == -1]
+  need(len(inferred) <= 1, f"mesh.{inferred[-1] if inferred else 'data'}",
+       f"only one axis may be -1 (inferred), got {', '.join('mesh.' + k for k in inferred)}")
+  if not inferred:
+    dp = sizes["data"] * sizes["fsdp"]
+    micro = t.batch_size // t.microbatches
+    need(micro % dp == 0, "train.batch_size",
+         f"{t.batch_size} (in {t.microbatches} micro-batches of {micro}) is not divisible by "
+         f"the data-parallel size {dp} (mesh.data={sizes['data']} x mesh.fsdp={sizes['fsdp']})")
+  need(mesh.num_processes >= 0, "mesh.num_processes",
+       f"must be >= 0 (0: from the environment), got {mesh.num_processes}")
+
+
+def _validate_data(d: DataConfig, need):
+  if d.kind in ("text", "tokens"):
+    need(bool(d.paths), "data.paths", f"data.kind={d.kind} needs at least one file or folder")
+  if d.kind == "tfds":
+    need(bool(d.tfds_name), "data.tfds_name", "data.kind=tfds needs a dataset name or folder")
+  if d.kind == "babilong":
+    from lm2_jax.data.babilong import TASKS, parse_length  # pylint: disable=g-import-not-at-top
+    need(bool(d.tasks), "data.tasks", "data.kind=babilong needs at least one task")
+    for i, task in enumerate(d.tasks):
+      need(task in TASKS, f"data.tasks[{i}]", f"got {task!r}, expected one of qa1..qa10")
+    for i, length in enumerate(d.lengths):
+      try:
+        parse_length(length)
+      except ValueError as e:
+        need(False, f"data.lengths[{i}]", str(e))
+  need(d.num_threads >= 0, "data.num_threads", f"must be >= 0, got {d.num_threads}")
 
 
 # --------------------------------------------------------------------------------------

@@ -1,0 +1,50 @@
+"""The segment-count curriculum: how many segments the batch of a given step spans.
+
+Stage s (steps s*stage_steps .. (s+1)*stage_steps - 1) has a ceiling max_segments[s]; each
+batch draws its count uniformly from min_segments..ceiling. The draw is a pure function of
+(seed, step), so every host picks the same length for a step (their batches must agree in
+shape) and a resumed run draws what the interrupted one would have. MEMORY-TRAINING-NOTES.md
+shows why: a fixed count does not extrapolate to longer inputs, random counts up to a
+growing ceiling do.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lm2_jax.config import Config
+
+_STREAM = 0x5E6  # separates these draws from any other use of the seed
+
+
+class Curriculum:
+  """Segments per batch, by step; without stages every batch spans train.seq_len."""
+
+  def __init__(self, cfg: Config):
+    t = cfg.train
+    self.segment_len = cfg.model.segment_len
+    self.most = t.seq_len // self.segment_len
+    self.stages = tuple(t.curriculum.max_segments) or (self.most,)
+    self.stage_steps = t.curriculum.stage_steps
+    self.least = t.curriculum.min_segments if t.curriculum.max_segments else self.most
+    self.seed = t.seed
+
+  def ceiling(self, step: int) -> int:
+    """The largest count the batch of `step` may draw."""
+    return self.stages[min(step // self.stage_steps, len(self.stages) - 1)]
+
+  def segments(self, step: int) -> int:
+    high = self.ceiling(step)
+    low = min(self.least, high)
+    if low == high:
+      return high
+    rng = np.random.default_rng([self.seed, step, _STREAM])
+    return int(rng.integers(low, high + 1))
+
+  def seq_len(self, step: int) -> int:
+    """Model input tokens of the batch of `step` (the data adds one for the targets)."""
+    return self.segments(step) * self.segment_len
+
+  def all_segments(self) -> tuple[int, ...]:
+    """Every count some step may draw."""
+    return tuple(range(min(self.least, self.stages[0]), max(self.stages) + 1))

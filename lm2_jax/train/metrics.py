@@ -1,0 +1,171 @@
+"""Training metrics: console progress with ETA, `metrics.jsonl`, TensorBoard, and the MFU.
+
+MFU (model FLOPs utilisation) = achieved model FLOP/s / peak FLOP/s of the devices:
+
+    mfu = flops_per_token(model, T)["train"] * tokens_per_second / (peak_per_device * devices)
+
+`flops_per_token` (lm2_jax/model/flops.py) counts the forward's matmuls and attention,
+memory read and write included, times three for training (backward = 2 forwards); recomputed
+activations (remat) are not counted, as the usual definition has it. Tokens are all model
+input tokens of the batch (padding included: the device computes them).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+EVAL_FILE = "eval.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+
+# Dense bfloat16 peak FLOP/s per device (chip), by device_kind prefix.
+PEAK_FLOPS = (
+    ("TPU v6", 918e12), ("TPU v5p", 459e12), ("TPU v5 lite", 197e12), ("TPU v5e", 197e12),
+    ("TPU v5", 459e12), ("TPU v4", 275e12), ("TPU v3", 123e12),
+    ("NVIDIA B200", 2250e12), ("NVIDIA H200", 989e12), ("NVIDIA H100", 989e12),
+    ("NVIDIA A100", 312e12), ("NVIDIA L4", 121e12), ("NVIDIA A10", 125e12),
+)
+
+
+@functools.lru_cache(maxsize=None)
+def measured_cpu_flops(size: int = 1536, repeats: int = 4, trials: int = 5) -> float:
+  """FLOP/s of a float32 matmul on one local CPU device (which uses every core).
+
+  The best of several trials, so that other work on the machine lowers the figure (and
+  raises the MFU) as little as possible.
+  """
+  a = jax.device_put(jnp.ones((size, size), jnp.float32) / size, jax.local_devices()[0])
+  matmul = jax.jit(lambda x: x @ x)
+  matmul(a).block_until_ready()
+  best = float("inf")
+  for _ in range(trials):
+    start = time.perf_counter()
+    for _ in range(repeats):
+      a = matmul(a)
+    a.block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * size**3 * repeats / best
+
+
+def peak_flops_per_device(configured: float) -> tuple[float | None, str]:
+  """(peak FLOP/s of one device, where the figure comes from); None when unknown."""
+  if configured:
+    return configured, "train.peak_flops"
+  device = jax.local_devices()[0]
+  for prefix, value in PEAK_FLOPS:
+    if device.device_kind.startswith(prefix):
+      return value, f"{device.device_kind} dense bfloat16 peak"
+  if device.platform == "cpu":
+    # Fake CPU devices share the cores: the host's matmul rate split between them.
+    host = measured_cpu_flops()
+    return host / jax.local_device_count(), (
+        f"measured float32 matmul, {host / 1e9:.0f} GFLOP/s for the host's "
+        f"{jax.local_device_count()} CPU device(s)")
+  return None, f"unknown device {device.device_kind!r}; set train.peak_flops for the MFU"
+
+
+def _human_seconds(s: float) -> str:
+  if not math.isfinite(s):
+    return "?"
+  s = int(round(s))
+  h, rem = divmod(s, 3600)
+  m, sec = divmod(rem, 60)
+  return f"{h}h{m:02d}m" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
+
+
+def _human_count(x: float) -> str:
+  for unit, scale in (("M", 1e6), ("k", 1e3)):
+    if abs(x) >= scale:
+      return f"{x / scale:.1f}{unit}"
+  return f"{x:.0f}"
+
+
+class MetricsLogger:
+  """Writes what the primary process reports; the other processes call it harmlessly.
+
+  metrics.jsonl gets one JSON object per logged training step; eval.jsonl one per
+  evaluation; TensorBoard both (under train/ and eval/); the console a progress line.
+  Files are appended to, so a resumed run continues the same logs.
+  """
+
+  def __init__(self, workdir: str, total_steps: int, enabled: bool = True,
+               tensorboard: bool = True, stream=None):
+    self.enabled = enabled
+    self.total_steps = total_steps
+    self.stream = stream or sys.stdout
+    self._metrics = self._eval = self._tb = None
+    if not enabled:
+      return
+    self._metrics = open(os.path.join(workdir, METRICS_FILE), "a", encoding="utf-8")
+    self._eval = open(os.path.join(workdir, EVAL_FILE), "a", encoding="utf-8")
+    if tensorboard:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR))
+
+  def print(self, line: str) -> None:
+    if self.enabled:
+      print(line, file=self.stream, flush=True)
+
+  @staticmethod
+  def _plain(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in record.items()}
+
+  def train(self, record: dict[str, Any], eta_seconds: float) -> None:
+    """record: step, loss, lr, grad_norm, tokens_per_sec, step_time, mfu, ..."""
+    if not self.enabled:
+      return
+    record = self._plain(record)
+    self._metrics.write(json.dumps(record) + "\n")
+    self._metrics.flush()
+    step = record["step"]
+    if self._tb is not None:
+      for k, v in record.items():
+        if k != "step" and isinstance(v, (int, float)) and v is not None:
+          self._tb.add_scalar(f"train/{k}", v, step)
+    width = len(str(self.total_steps))
+    pct = 100.0 * step / max(self.total_steps, 1)
+    parts = [f"step {step:>{width}}/{self.total_steps} ({pct:5.1f}%)",
+             f"loss {record['loss']:.4f}"]
+    if "accuracy" in record:
+      parts.append(f"acc {record['accuracy']:.3f}")
+    parts += [f"lr {record['lr']:.2e}", f"gnorm {record['grad_norm']:.3f}",
+              f"{_human_count(record['tokens_per_sec'])} tok/s",
+              f"{record['step_time']:.3f} s/step"]
+    if record.get("mfu") is not None:
+      parts.append(f"mfu {100 * record['mfu']:.1f}%")
+    if "segments" in record:
+      parts.append(f"seg {record['segments']}")
+    parts.append(f"eta {_human_seconds(eta_seconds)}")
+    self.print(" | ".join(parts))
+
+  def evaluation(self, step: int, results: dict[str, float]) -> None:
+    if not self.enabled:
+      return
+    record = {"step": step, **self._plain(results)}
+    self._eval.write(json.dumps(record) + "\n")
+    self._eval.flush()
+    if self._tb is not None:
+      for k, v in results.items():
+        self._tb.add_scalar(f"eval/{k}", v, step)
+    self.print(f"eval at step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
+
+  def close(self) -> None:
+    for f in (self._metrics, self._eval):
+      if f is not None:
+        f.close()
+    if self._tb is not None:
+      self._tb.close()
+    self._metrics = self._eval = self._tb = None

@@ -1,0 +1,88 @@
+"""Checks that stop a run before anything is compiled or written, with one clear line.
+
+Each names the key (or the --workdir) and the offending values: a missing data path, a
+tokenizer whose ids do not fit the model's vocabulary, a mesh that does not match the
+devices, a batch the data-parallel devices cannot split, an unwritable work directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from jax.sharding import Mesh
+
+from lm2_jax import sharding
+from lm2_jax.config import Config, ConfigError
+from lm2_jax.data.errors import DataError
+from lm2_jax.data.tokenizers import Tokenizer, check_vocab, load_tokenizer
+
+
+def check_workdir(workdir: str) -> None:
+  """The work directory exists (created if needed) and files can be written in it."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write-test-"):
+      pass
+  except OSError as e:
+    raise ConfigError(f"--workdir {workdir}: cannot write there ({e.strerror or e})") from None
+
+
+def _check_paths(key: str, paths, extensions) -> None:
+  from lm2_jax.data.documents import expand_paths  # pylint: disable=g-import-not-at-top
+  for i, path in enumerate(paths):
+    try:
+      expand_paths([path], extensions)
+    except DataError as e:
+      raise ConfigError(f"{key}[{i}]: {e}") from None
+
+
+def check_data(cfg: Config) -> Tokenizer:
+  """The tokenizer loads and fits model.vocab_size; the data sources exist. Returns it."""
+  d = cfg.data
+  try:
+    tokenizer = load_tokenizer(d.tokenizer)
+  except DataError as e:
+    raise ConfigError(f"data.tokenizer: {e}") from None
+  try:
+    check_vocab(tokenizer, cfg.model.vocab_size)
+  except ValueError as e:
+    raise ConfigError(f"data.tokenizer={d.tokenizer} and model.vocab_size="
+                      f"{cfg.model.vocab_size} do not fit: {e}") from None
+  from lm2_jax.data.documents import TEXT_EXTENSIONS  # pylint: disable=g-import-not-at-top
+  from lm2_jax.data.pretrain import SHARD_EXTENSIONS  # pylint: disable=g-import-not-at-top
+  if d.kind == "text":
+    _check_paths("data.paths", d.paths, TEXT_EXTENSIONS)
+  if d.kind == "tokens":
+    _check_paths("data.paths", d.paths, SHARD_EXTENSIONS)
+  if d.eval_paths:
+    _check_paths("data.eval_paths", d.eval_paths,
+                 SHARD_EXTENSIONS if d.kind == "tokens" else TEXT_EXTENSIONS)
+  if d.kind == "babilong":
+    from lm2_jax.data.haystack import load_haystack  # pylint: disable=g-import-not-at-top
+    try:
+      load_haystack(d.haystack)
+    except DataError as e:
+      raise ConfigError(f"data.haystack: {e}") from None
+  if d.kind == "tfds":
+    from lm2_jax.data.pretrain import TfdsTextSource  # pylint: disable=g-import-not-at-top
+    try:
+      TfdsTextSource(d.tfds_name, d.split, d.tfds_data_dir or None, d.text_key)
+    except DataError as e:
+      raise ConfigError(f"data.tfds_name: {e}") from None
+  return tokenizer
+
+
+def check_batch(cfg: Config, mesh: Mesh, evaluates: bool) -> None:
+  """Every micro-batch (and evaluation batch) splits evenly over the data-parallel devices."""
+  t = cfg.train
+  dp = sharding.data_parallel_size(mesh)
+  axes = " x ".join(f"mesh.{a}={mesh.shape[a]}" for a in ("data", "fsdp"))
+  micro = t.batch_size // t.microbatches
+  if micro % dp:
+    raise ConfigError(f"train.batch_size: {t.batch_size} (in {t.microbatches} micro-batches "
+                      f"of {micro}) is not divisible by the data-parallel size {dp} ({axes})")
+  if evaluates and t.eval_batch_size % dp:
+    raise ConfigError(f"train.eval_batch_size: {t.eval_batch_size} is not divisible by the "
+                      f"data-parallel size {dp} ({axes})")
+  sharding.process_rows(mesh, t.batch_size)

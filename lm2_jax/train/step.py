@@ -1,0 +1,161 @@
+"""The jitted train and eval steps, with explicit shardings and the old state donated.
+
+One train step = one optimizer update on the global batch. With train.microbatches = A the
+batch is scanned in A micro-batches whose gradients are summed before the update; since
+the loss terms are sums divided once by the batch's number of target tokens, the update
+equals the one of the unsplit batch (up to float rounding).
+
+Each distinct sequence length (the segment curriculum draws several) is lowered and
+compiled once, ahead of time, and the executable cached: `StepCache`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, PartitionSpec
+
+from lm2_jax import sharding
+from lm2_jax.config import Config
+from lm2_jax.model import build_model
+from lm2_jax.train.loss import LossTerms, loss_terms, objective, split_batch, token_terms
+from lm2_jax.train.optim import learning_rate_schedule
+from lm2_jax.train.state import TrainState
+
+Batch = dict[str, jax.Array]  # {"tokens": int32[B, T+1], "loss_mask": float32[B, T+1]}
+
+
+def _zero_terms() -> LossTerms:
+  zero = jnp.zeros((), jnp.float32)
+  return LossTerms(ce=zero, z=zero, weight=zero, correct=zero)
+
+
+def make_train_step(cfg: Config, tx: optax.GradientTransformation) -> Callable:
+  """(state, batch) -> (state, metrics); pure, to be jitted by `StepCache`."""
+  model = build_model(cfg.model)
+  t = cfg.train
+  schedule = learning_rate_schedule(t)
+  rows = sharding.batch_spec()[0]
+
+  def grads_and_terms(params, inputs, targets, weights, total):
+    def loss(p):
+      logits = model.apply({"params": p}, inputs, truncate_every=t.truncate_every)
+      terms = loss_terms(logits, targets, weights)
+      return objective(terms, total, t.z_loss), terms
+
+    return jax.grad(loss, has_aux=True)(params)
+
+  def train_step(state: TrainState, batch: Batch):
+    inputs, targets, weights = split_batch(batch["tokens"], batch["loss_mask"])
+    total = jnp.maximum(weights.sum(), 1.0)
+    if t.microbatches == 1:
+      grads, terms = grads_and_terms(state.params, inputs, targets, weights, total)
+    else:
+      a = t.microbatches
+
+      def micro(x):
+        # Rows i*A + k form micro-batch k, so every device keeps contributing its own rows.
+        x = x.reshape(x.shape[0] // a, a, *x.shape[1:]).swapaxes(0, 1)
+        return jax.lax.with_sharding_constraint(x, PartitionSpec(None, rows))
+
+      def body(carry, mb):
+        g_acc, terms_acc = carry
+        g, terms = grads_and_terms(state.params, *mb, total)
+        return (jax.tree.map(jnp.add, g_acc, g), terms_acc + terms), None
+
+      zeros = jax.tree.map(jnp.zeros_like, state.params)
+      (grads, terms), _ = jax.lax.scan(body, (zeros, _zero_terms()),
+                                       (micro(inputs), micro(targets), micro(weights)))
+    grad_norm = optax.tree.norm(grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {
+        "loss": terms.ce / total,
+        "z_loss": terms.z / total,
+        "accuracy": terms.correct / total,
+        "grad_norm": grad_norm,
+        "lr": schedule(state.step),
+        "target_tokens": terms.weight,
+    }
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return train_step
+
+
+def make_eval_step(cfg: Config) -> Callable:
+  """(params, batch) -> sums over the batch: cross-entropy, targets, rows, rows all right.
+
+  `rows_correct` is the answer accuracy's numerator under teacher forcing: a row counts
+  when the argmax prediction of every target token (the whole answer and its EOS) is right.
+  """
+  model = build_model(cfg.model)
+
+  def eval_step(params, batch: Batch):
+    inputs, targets, weights = split_batch(batch["tokens"], batch["loss_mask"])
+    logits = model.apply({"params": params}, inputs)
+    ce, _, correct = token_terms(logits, targets)
+    has_target = weights.sum(-1) > 0
+    wrong = jnp.sum((1 - correct.astype(jnp.float32)) * weights, axis=-1)
+    return {"ce": jnp.sum(ce * weights), "weight": weights.sum(),
+            "rows": has_target.sum().astype(jnp.float32),
+            "rows_correct": jnp.logical_and(has_target, wrong == 0).sum().astype(jnp.float32)}
+
+  return eval_step
+
+
+class StepCache:
+  """Jitted step functions compiled once per input shape, ahead of time.
+
+  Tracing happens under the mesh and the logical axis rules, so the model's sharding
+  constraints take effect. `compile_seconds` accumulates the time spent compiling, which
+  the throughput figures leave out.
+  """
+
+  def __init__(self, fn: Callable, mesh: Mesh, in_shardings: Any, out_shardings: Any,
+               donate_argnums: tuple[int, ...] = ()):
+    self._jitted = jax.jit(fn, in_shardings=in_shardings, out_shardings=out_shardings,
+                           donate_argnums=donate_argnums)
+    self._mesh = mesh
+    self._compiled: dict[Any, Any] = {}
+    self.compile_seconds = 0.0
+    self.on_compile: Callable[[Any, float], None] | None = None
+
+  def _key(self, args):
+    return tuple((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(args))
+
+  def __call__(self, *args):
+    key = self._key(args)
+    exe = self._compiled.get(key)
+    if exe is None:
+      # Let queued steps finish first: their compute must not count as compile time.
+      jax.block_until_ready(args)
+      start = time.perf_counter()
+      with jax.set_mesh(self._mesh), nn.logical_axis_rules(sharding.LOGICAL_RULES):
+        exe = self._jitted.lower(*args).compile()
+      seconds = time.perf_counter() - start
+      self.compile_seconds += seconds
+      self._compiled[key] = exe
+      if self.on_compile is not None:
+        self.on_compile(args, seconds)
+    return exe(*args)
+
+
+def train_step_cache(cfg: Config, tx: optax.GradientTransformation, mesh: Mesh,
+                     state_shardings: TrainState) -> StepCache:
+  batch = sharding.batch_sharding(mesh)
+  return StepCache(make_train_step(cfg, tx), mesh,
+                   in_shardings=(state_shardings, {"tokens": batch, "loss_mask": batch}),
+                   out_shardings=(state_shardings, sharding.replicated(mesh)),
+                   donate_argnums=(0,))
+
+
+def eval_step_cache(cfg: Config, mesh: Mesh, param_shardings: Any) -> StepCache:
+  batch = sharding.batch_sharding(mesh)
+  return StepCache(make_eval_step(cfg), mesh,
+                   in_shardings=(param_shardings, {"tokens": batch, "loss_mask": batch}),
+                   out_shardings=sharding.replicated(mesh))

@@ -1,0 +1,163 @@
+"""`lm2_jax.train.run`: it learns, it resumes on another mesh, and it refuses bad input early."""
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from lm2_jax import checkpoint
+from lm2_jax.config import ConfigError, load_config
+from lm2_jax.train import TrainingError, run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SMALL = ["model.num_layers=2", "model.width=32", "model.mlp_width=64", "model.num_heads=2",
+         "model.num_kv_heads=1", "model.segment_len=16", "model.memory.num_slots=4",
+         "model.memory.num_heads=2", "train.seq_len=32", "train.batch_size=8",
+         "train.learning_rate=3e-3", "train.warmup_steps=0", "train.log_every=1",
+         "train.async_checkpoint=false"]
+
+
+def toy_text(path, docs=64):
+  """A learnable stream: short sentences over a vocabulary of a dozen words."""
+  rng = random.Random(0)
+  words = "the cat sat on a mat and then it ran to the red door".split()
+  with open(path, "w", encoding="utf-8") as f:
+    for _ in range(docs):
+      f.write(json.dumps({"text": " ".join(rng.choice(words) for _ in range(30))}) + "\n")
+  return str(path)
+
+
+def text_config(tmp_path, *over):
+  data = toy_text(tmp_path / "toy.jsonl")
+  return load_config(None, SMALL + ["data.kind=text", f"data.paths=[{data}]", *over])
+
+
+def losses(workdir):
+  out = {}
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    for line in f:
+      record = json.loads(line)
+      out[record["step"]] = record["loss"]   # a resumed run's records come last
+  return out
+
+
+@pytest.mark.slow
+def test_loss_falls_and_an_8_device_checkpoint_resumes_on_1_device(tmp_path, capsys):
+  cfg = text_config(tmp_path, "train.steps=8", "train.checkpoint_every=4",
+                    "train.lr_schedule=constant")
+  eight = tmp_path / "eight"
+  result = run(cfg, str(eight))
+  assert result.step == 8 and result.checkpoint.endswith("checkpoints/8")
+  first = losses(eight)
+  assert sorted(first) == list(range(1, 9))
+  assert first[8] < 0.8 * first[1], first            # it learns the toy stream
+  assert "mesh: data=8 fsdp=1 tensor=1 over 8 cpu device(s)" in capsys.readouterr().out
+
+  # Continue from the 8-device checkpoint of step 4 on one device: steps 5-8 repeat.
+  one = tmp_path / "one"
+  os.makedirs(one / "checkpoints")
+  shutil.copytree(eight / "checkpoints" / "4", one / "checkpoints" / "4")
+  cfg1 = load_config(None, [*SMALL, "data.kind=text", f"data.paths=[{tmp_path}/toy.jsonl]",
+                            "train.steps=8", "train.checkpoint_every=4",
+                            "train.lr_schedule=constant", "mesh.data=1"])
+  result = run(cfg1, str(one), devices=jax.devices()[:1])
+  assert "resumed from" in capsys.readouterr().out
+  second = losses(one)
+  assert sorted(second) == [5, 6, 7, 8]
+  # One device sums in another order than eight: equal to float32 rounding.
+  np.testing.assert_allclose([second[s] for s in range(5, 9)],
+                             [first[s] for s in range(5, 9)], rtol=2e-5)
+
+
+@pytest.mark.slow
+def test_a_non_finite_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp_path):
+  cfg = text_config(tmp_path, "train.steps=6", "train.checkpoint_every=1",
+                    "train.learning_rate=1e30", "train.grad_clip=0.0", "train.weight_decay=0.0",
+                    "mesh.data=1")
+  with pytest.raises(TrainingError, match=r"step 2: the loss is nan; training stopped, the "
+                                          r"last good checkpoint is .*checkpoints/1$"):
+    run(cfg, str(tmp_path / "wd"), devices=jax.devices()[:1])
+  assert os.listdir(tmp_path / "wd" / "checkpoints") == ["1"]
+
+
+# --- bad input: one line naming the key, before anything is compiled or written -----------
+
+
+def _bad(tmp_path, *over):
+  return text_config(tmp_path, "train.steps=2", *over)
+
+
+@pytest.mark.parametrize("over, message", [
+    (["data.paths=[/nonexistent/corpus.jsonl]"],
+     r"^data\.paths\[0\]: /nonexistent/corpus\.jsonl: file not found$"),
+    (["model.vocab_size=200"],
+     r"^data\.tokenizer=byte and model\.vocab_size=200 do not fit: model vocab_size=200 is "
+     r"smaller than the tokenizer's 259"),
+    (["mesh.data=2", "mesh.fsdp=2"], r"^mesh: mesh\.data=2 x mesh\.fsdp=2 x mesh\.tensor=1 "
+                                     r"needs 4 devices, but 8 are available$"),
+    (["mesh.data=-1", "mesh.tensor=3"], r"^mesh: .* cannot be completed to 8 devices"),
+    (["train.batch_size=12"], r"^train\.batch_size: 12 \(in 1 micro-batches of 12\) is not "
+                              r"divisible by the data-parallel size 8 \(mesh\.data=8 x "
+                              r"mesh\.fsdp=1\)$"),
+    (["train.batch_size=16", "train.microbatches=4"], r"^train\.batch_size: 16 \(in 4 "
+                                                      r"micro-batches of 4\) is not divisible"),
+])
+def test_bad_input_stops_with_one_line_before_writing(tmp_path, over, message):
+  wd = tmp_path / "wd"
+  with pytest.raises(ConfigError, match=message):
+    run(_bad(tmp_path, *over), str(wd))
+  assert not os.path.exists(wd) or os.listdir(wd) == []
+
+
+def test_an_unwritable_workdir_is_named(tmp_path):
+  (tmp_path / "a_file").write_text("")
+  with pytest.raises(ConfigError, match=r"^--workdir .*a_file/wd: cannot write there"):
+    run(_bad(tmp_path), str(tmp_path / "a_file" / "wd"))
+
+
+def test_a_shape_changing_config_is_refused_and_nothing_is_overwritten(tmp_path):
+  cfg = _bad(tmp_path)
+  wd = tmp_path / "wd"
+  from lm2_jax.model import build_model  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  params = nn.unbox(build_model(cfg.model).init(
+      jax.random.key(0), np.zeros((1, cfg.model.segment_len), np.int32))["params"])
+  checkpoint.save_params(str(wd), cfg, params, step=5)
+  before = {p: os.path.getmtime(os.path.join(d, p)) for d, _, files in os.walk(wd)
+            for p in files}
+  config_text = (wd / "config.yaml").read_text()
+  wider = _bad(tmp_path, "model.mlp_width=96", "model.num_layers=3")
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r"checkpoints/5: the config changes the model's shapes against this "
+                           r"checkpoint: model\.mlp_width: checkpoint 64, config 96; "
+                           r"model\.num_layers: checkpoint 2, config 3"):
+    run(wider, str(wd))
+  assert (wd / "config.yaml").read_text() == config_text
+  after = {p: os.path.getmtime(os.path.join(d, p)) for d, _, files in os.walk(wd)
+           for p in files}
+  assert after == before
+
+
+def test_the_command_line_prints_one_line_and_exits_2(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "train.py"), "--config",
+       os.path.join(ROOT, "configs", "babilong_tiny.yaml"), "--workdir", str(tmp_path / "wd"),
+       "data.kind=text", "data.paths=[/nonexistent.jsonl]"],
+      capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+  assert proc.returncode == 2
+  assert proc.stderr.strip() == "error: data.paths[0]: /nonexistent.jsonl: file not found"
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "train.py"), "--config",
+       os.path.join(ROOT, "configs", "babilong_tiny.yaml"), "train.stesp=3"],
+      capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+  assert proc.returncode == 2
+  assert proc.stderr.strip() == ("error: train.stesp: unknown key; did you mean "
+                                 "'train.steps'?")
