@@ -3,9 +3,9 @@ subject, category and difficulty with counts; the letter scorer on a real (tiny)
 
 import csv
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 import numpy as np
 import pytest
 
@@ -111,18 +111,18 @@ def test_letter_scores_from_a_model(tmp_path):
                            "model.memory.num_slots=4", "model.memory.num_heads=2",
                            "train.seq_len=32"]).model
   rng = np.random.default_rng(0)
-  params = jax.tree.map(lambda s: jnp.asarray(rng.normal(0, 0.2, s.shape), jnp.float32),
+  params = jax.tree.map(lambda s: jnp.asarray(rng.normal(0, 0.2, s.shape).astype(np.float32)),
                         nn.unbox(abstract_variables(cfg)["params"]))
-  engine = Engine(cfg, params, tok, batch_size=4)
+  engine = Engine(cfg, params, tok, batch_size=2, chunk_len=64)  # one shape of each kind
   test, dev = ev.load_questions(str(write_mmlu(tmp_path)), shots=1)
   score = ev.engine_scorer(engine, tok)
-  prompts = [mm.format_mmlu_prompt(dev, q, 1) for q in test[:3]]
+  prompts = [mm.format_mmlu_prompt(dev, q, 1) for q in test[:4]]
   scores = score(prompts)
-  assert scores.shape == (3, 4) and np.all(scores < 0)
+  assert scores.shape == (4, 4) and np.all(scores < 0)
   # The same numbers as the full vocabulary's log-softmax after prompt + " ".
   full = engine.next_token_logprobs([engine.encode(p) + [32] for p in prompts])
   np.testing.assert_allclose(scores, full[:, 65:69], rtol=1e-6)
-  report = ev.evaluate_mmlu(score, test, dev, shots=1)
+  report = ev.evaluate_mmlu(score, test, dev, shots=1, batch_size=2)
   assert report["overall"]["n"] == 10 and 0 <= report["overall"]["accuracy"] <= 1
 
 

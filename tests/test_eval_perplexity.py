@@ -25,7 +25,7 @@ def test_loss_per_segment_index_matches_the_full_forward(tmp_path):
                            "model.memory.num_slots=4", "model.memory.num_heads=2",
                            "train.seq_len=32"]).model
   rng = np.random.default_rng(0)
-  params = jax.tree.map(lambda s: jnp.asarray(rng.normal(0, 0.2, s.shape), jnp.float32),
+  params = jax.tree.map(lambda s: jnp.asarray(rng.normal(0, 0.2, s.shape).astype(np.float32)),
                         nn.unbox(abstract_variables(cfg)["params"]))
   tok = ByteTokenizer()
   seqs = ev.generated_sequences(tok, 4 * SEG + 3, 3, seed=5)  # the last segment is partial
@@ -36,7 +36,7 @@ def test_loss_per_segment_index_matches_the_full_forward(tmp_path):
   rep = ev.evaluate_perplexity(engine.token_nll, seqs, SEG, predictions_path=path,
                                batch_size=2)
 
-  logits = build_model(cfg).apply({"params": params}, jnp.asarray(seqs[:, :-1]))
+  logits = jax.jit(build_model(cfg).apply)({"params": params}, jnp.asarray(seqs[:, :-1]))
   logp = np.asarray(jax.nn.log_softmax(logits, -1))
   nll = -np.take_along_axis(logp, seqs[:, 1:, None], -1)[..., 0]
   assert [c["tokens"] for c in rep["by_segment"]] == [3 * SEG] * 4 + [3 * 3]

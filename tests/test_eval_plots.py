@@ -48,7 +48,7 @@ def test_memory_read_maps_and_heatmaps(tmp_path):
                            "model.mlp_width=64", "model.memory.num_slots=6",
                            "model.memory.num_heads=2", "train.seq_len=32"]).model
   rng = np.random.default_rng(0)
-  params = jax.tree.map(lambda s: jnp.asarray(rng.normal(0, 0.3, s.shape), jnp.float32),
+  params = jax.tree.map(lambda s: jnp.asarray(rng.normal(0, 0.3, s.shape).astype(np.float32)),
                         nn.unbox(abstract_variables(cfg)["params"]))
   tok = ByteTokenizer()
   engine = Engine(cfg, params, tok)

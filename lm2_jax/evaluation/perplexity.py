@@ -78,9 +78,9 @@ def evaluate_perplexity(nll: NllFn, sequences: np.ndarray, segment_len: int, *,
   log = PredictionLog(predictions_path, PREDICTION_COLUMNS) if predictions_path else None
   sums = np.zeros((n, num_segments), np.float64)
   counts = np.bincount(seg_of, minlength=num_segments)
-  done = log.rows() if log else []
+  done = (log.rows() if log else [])[:n]  # a run with fewer sequences reuses the first ones
   for i, r in enumerate(done):
-    if i >= n or int(r["sequence"]) != i or r["checksum"] != _checksum(sequences[i]):
+    if int(r["sequence"]) != i or r["checksum"] != _checksum(sequences[i]):
       raise EvaluationError(f"{predictions_path}: the losses there belong to other sequences; "
                             "move the file away or choose another --output")
     sums[i] = [float(x) for x in r["nll_sums"].split()]

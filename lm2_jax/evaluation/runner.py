@@ -155,12 +155,17 @@ class Outputs:
   def file(self, suffix: str) -> str:
     return f"{self.stem}{suffix}"
 
-  def predictions(self, model: str) -> str:
-    return os.path.join(f"{self.stem}_predictions", model.replace(os.sep, "_"))
+  def predictions(self, model: Model) -> str:
+    """One folder per model and checkpoint step: a later checkpoint starts afresh beside the
+    predictions of an earlier one instead of being refused or mixed with them."""
+    return os.path.join(f"{self.stem}_predictions",
+                        f"{model.name.replace(os.sep, '_')}_step{model.step}")
 
 
-def _settings_guard(folder: str, settings: dict):
+def _settings_guard(folder: str, settings: dict, model: Model, args):
   """Refuse to resume predictions made with other settings; record the settings otherwise."""
+  settings = {**settings, "checkpoint": model.checkpoint, "step": model.step,
+              "overrides": list(args.overrides), "tokenizer": repr(model.tokenizer)}
   path = os.path.join(folder, "settings.json")
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
@@ -231,11 +236,10 @@ def run_babilong(args, models: list[Model], out: Outputs) -> dict:
   results = {}
   for m in models:
     engine = _engine(m, args)
-    folder = out.predictions(m.name)
-    _settings_guard(folder, {"task": "babilong", "checkpoint": m.checkpoint, "step": m.step,
-                             "prompt": prompt, "data": data, "seed": args.seed,
-                             "haystack": args.haystack, "max_new_tokens": args.max_new_tokens,
-                             "tokenizer": repr(m.tokenizer)})
+    folder = out.predictions(m)
+    _settings_guard(folder, {"task": "babilong", "prompt": prompt, "data": data,
+                             "seed": args.seed, "haystack": args.haystack,
+                             "max_new_tokens": args.max_new_tokens}, m, args)
 
     def generate(prompts, engine=engine):
       return [g.text for g in engine.generate(prompts, sampling)]
@@ -259,7 +263,7 @@ def run_babilong(args, models: list[Model], out: Outputs) -> dict:
   from lm2_jax.evaluation import plots  # pylint: disable=g-import-not-at-top
   files = {"json": out.json, "csv": out.file(".csv"),
            "accuracy_png": out.file("_accuracy.png"), "radar_png": out.file("_radar.png"),
-           "predictions": {m.name: out.predictions(m.name) for m in models}}
+           "predictions": {m.name: out.predictions(m) for m in models}}
   write_csv(files["csv"], ["model", "task", "length", "accuracy", "accuracy_word", "n",
                            "ci95_low", "ci95_high"],
             [[name, t, x, c["accuracy"], c["accuracy_word"], c["n"], *c["ci95"]]
@@ -284,11 +288,10 @@ def run_mmlu(args, models: list[Model], out: Outputs) -> dict:
     engine = _engine(m, args)
     fits = (lambda text: True) if not args.max_prompt_tokens else (
         lambda text, tok=m.tokenizer: len(tok.encode(text)) + 2 <= args.max_prompt_tokens)
-    folder = out.predictions(m.name)
-    _settings_guard(folder, {"task": "mmlu", "checkpoint": m.checkpoint, "step": m.step,
-                             "mmlu_dir": os.path.abspath(args.mmlu_dir), "shots": args.shots,
-                             "max_prompt_tokens": args.max_prompt_tokens,
-                             "tokenizer": repr(m.tokenizer)})
+    folder = out.predictions(m)
+    _settings_guard(folder, {"task": "mmlu", "mmlu_dir": os.path.abspath(args.mmlu_dir),
+                             "shots": args.shots, "limit": args.limit,
+                             "max_prompt_tokens": args.max_prompt_tokens}, m, args)
     bar = _Progress(len(test), m.name, not args.no_progress)
     try:
       reports[m.name] = ev_mmlu.evaluate_mmlu(
@@ -303,7 +306,7 @@ def run_mmlu(args, models: list[Model], out: Outputs) -> dict:
             "settings": {"mmlu_dir": os.path.abspath(args.mmlu_dir), "shots": args.shots,
                          "limit_per_subject": args.limit}}
   files = {"json": out.json, "csv": out.file(".csv"),
-           "predictions": {m.name: out.predictions(m.name) for m in models}}
+           "predictions": {m.name: out.predictions(m) for m in models}}
   rows = []
   for name, rep in reports.items():
     rows.append([name, "overall", "all", rep["overall"]["accuracy"], rep["overall"]["n"]])
@@ -333,10 +336,10 @@ def run_perplexity(args, models: list[Model], out: Outputs) -> dict:
   reports = {}
   for m in models:
     engine = _engine(m, args)
-    folder = out.predictions(m.name)
-    _settings_guard(folder, {"task": "perplexity", "checkpoint": m.checkpoint, "step": m.step,
-                             "data": args.data, "seq_len": seq_len, "seed": args.seed,
-                             "tokenizer": repr(m.tokenizer)})
+    folder = out.predictions(m)
+    data = args.data if args.data == "generate" else os.path.abspath(args.data)
+    _settings_guard(folder, {"task": "perplexity", "data": data, "seq_len": seq_len,
+                             "seed": args.seed}, m, args)
     bar = _Progress(len(sequences[m.name]), m.name, not args.no_progress)
     try:
       reports[m.name] = ev_ppl.evaluate_perplexity(
@@ -351,7 +354,7 @@ def run_perplexity(args, models: list[Model], out: Outputs) -> dict:
             "models": [{**m.meta(), **reports[m.name]} for m in models],
             "settings": {"data": args.data, "seq_len": seq_len, "seed": args.seed}}
   files = {"json": out.json, "csv": out.file(".csv"), "png": out.file("_perplexity.png"),
-           "predictions": {m.name: out.predictions(m.name) for m in models}}
+           "predictions": {m.name: out.predictions(m) for m in models}}
   write_csv(files["csv"], ["model", "segment", "loss", "perplexity", "tokens"],
             [[name, c["segment"], c["loss"], c["perplexity"], c["tokens"]]
              for name, rep in reports.items() for c in rep["by_segment"]])

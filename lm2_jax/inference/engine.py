@@ -275,6 +275,12 @@ class Engine:
                            "use attention_scope=segment, a smaller batch or shorter inputs")
     return est
 
+  def _fresh_state(self, batch: int, cache_len: int | None):
+    """`init_state` built on the host: zeros need no device program (eager jnp.zeros would
+    compile one per shape)."""
+    shapes = jax.eval_shape(lambda: init_state(self.cfg, batch, cache_len))
+    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+
   # --- prefill -------------------------------------------------------------------------------
   def _prefill(self, rows: list[list[int]], batch: int, cache_len: int | None):
     """(state, next-token logits [batch, V]) after consuming each row's prompt."""
@@ -283,8 +289,8 @@ class Engine:
     lengths[:len(rows)] = [len(r) for r in rows]
     whole = lengths // seg * seg
     c = self.chunk_for(int(whole.max()))
-    state = init_state(cfg, batch, cache_len)
-    last = jnp.zeros((batch, cfg.vocab_size), jnp.float32)
+    state = self._fresh_state(batch, cache_len)
+    last = np.zeros((batch, cfg.vocab_size), np.float32)
     tokens = np.zeros((batch, max(int(whole.max()), 1)), np.int32)
     for b, r in enumerate(rows):
       tokens[b, :whole[b]] = r[:whole[b]]
@@ -402,7 +408,7 @@ class Engine:
                           progress: Callable[[int], None] | None = None) -> np.ndarray:
     """log p(next token | prompt) as float32 [len(prompts), len(token_ids) or V]."""
     encoded = [self.encode(p) for p in prompts]
-    cols = None if token_ids is None else jnp.asarray(np.asarray(token_ids, np.int32))
+    cols = None if token_ids is None else np.asarray(token_ids, np.int64)
     width = self.cfg.vocab_size if token_ids is None else len(token_ids)
     out = np.zeros((len(encoded), width), np.float32)
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
@@ -413,8 +419,10 @@ class Engine:
       cache_len = self.cache_len(max(len(r) for r in rows), 0)
       self.plan(batch, cache_len)
       _, logits = self._prefill(rows, batch, cache_len)
-      logp = jax.nn.log_softmax(logits[:len(rows)], axis=-1)
-      out[ids] = np.asarray(logp if cols is None else logp[:, cols])
+      logits = np.asarray(logits[:len(rows)], np.float64)
+      top = logits.max(-1, keepdims=True)
+      logp = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
+      out[ids] = logp if cols is None else logp[:, cols]
       if progress is not None:
         progress(len(rows))
     return out
@@ -435,7 +443,7 @@ class Engine:
       batch = self.batch_bucket(len(idx))
       cache_len = self.cache_len(n, 0)
       self.plan(batch, cache_len)
-      state = init_state(self.cfg, batch, cache_len)
+      state = self._fresh_state(batch, cache_len)
       rows = np.zeros((batch, n + 1), np.int32)
       rows[:len(idx)] = tokens[idx]
       for start in range(0, n, c):
