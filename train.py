@@ -19,7 +19,7 @@ def main(argv=None) -> int:
                       "(default: runs/<config name>)")
   parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. "
                       "train.steps=100 mesh.data=8")
-  args = parser.parse_args(argv)
+  args = parser.parse_intermixed_args(argv)
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
   from lm2_jax.checkpoint import CheckpointError  # pylint: disable=g-import-not-at-top

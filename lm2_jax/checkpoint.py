@@ -235,7 +235,8 @@ def set_aside_incomplete(workdir: str) -> list[str]:
 def restore_train_state(mngr: ocp.CheckpointManager, workdir: str, target_params: Any,
                         target_opt_state: Any, data_iterator, *, primary: bool = True):
   """Restore the newest readable training step; returns (step, params, opt_state, meta,
-  data_restored) or None when there is no checkpoint.
+  data_restored) or None when there is no checkpoint. opt_state is None for a
+  parameters-only step.
 
   Targets are abstract arrays carrying the shardings to restore onto (any mesh). A step
   that fails to restore is moved aside with a warning and the one before it is tried.
@@ -244,26 +245,31 @@ def restore_train_state(mngr: ocp.CheckpointManager, workdir: str, target_params
   iterator is left as it was.
   """
   for step in sorted(mngr.all_steps(), reverse=True):
+    # A parameters-only step (save_params: a Hugging Face import, say) starts training
+    # from its weights with a fresh optimizer: opt_state comes back as None.
+    items = {"params": ocp.args.StandardRestore(target_params), "meta": ocp.args.JsonRestore()}
+    has_opt = os.path.isdir(os.path.join(checkpoint_dir(workdir), str(step), "opt_state"))
+    if has_opt:
+      items["opt_state"] = ocp.args.StandardRestore(target_opt_state)
     try:
-      restored = mngr.restore(step, args=ocp.args.Composite(
-          params=ocp.args.StandardRestore(target_params),
-          opt_state=ocp.args.StandardRestore(target_opt_state),
-          meta=ocp.args.JsonRestore()))
+      restored = mngr.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # orbax/tensorstore raise many kinds for damaged files
       if primary:
         skip_checkpoint(workdir, str(step), f"cannot be restored ({type(e).__name__}: "
                         f"{str(e).splitlines()[0] if str(e) else ''})")
       mngr.reload()
       continue
-    data_restored = True
-    try:
-      mngr.restore(step, args=ocp.args.Composite(
-          data=grain.checkpoint.CheckpointRestore(data_iterator)))
-    except Exception as e:  # a missing per-host file, or another host count
-      log.warning("%s/%d: the data position cannot be restored (%s); the input streams "
-                  "restart", checkpoint_dir(workdir), step, e)
-      data_restored = False
-    return step, restored["params"], restored["opt_state"], restored["meta"], data_restored
+    data_restored = False
+    if has_opt:
+      try:
+        mngr.restore(step, args=ocp.args.Composite(
+            data=grain.checkpoint.CheckpointRestore(data_iterator)))
+        data_restored = True
+      except Exception as e:  # a missing per-host file, or another host count
+        log.warning("%s/%d: the data position cannot be restored (%s); the input streams "
+                    "restart", checkpoint_dir(workdir), step, e)
+    return (step, restored["params"], restored.get("opt_state") if has_opt else None,
+            restored["meta"] or {}, data_restored)
   return None
 
 

@@ -162,8 +162,8 @@ class TrainConfig:
   async_checkpoint: bool = True
   log_every: int = 10
   # Evaluation hook every eval_every steps (0: only at the end): validation loss and, for
-  # BABILong, answer accuracy on eval_samples held-out samples at each of eval_segments
-  # segment counts (empty: the training maximum).
+  # BABILong, answer accuracy on eval_samples held-out samples (0: no evaluation) at each
+  # of eval_segments segment counts (empty: the training maximum).
   eval_every: int = 0
   eval_samples: int = 64
   eval_batch_size: int = 16
@@ -278,6 +278,7 @@ def validate(cfg: Config) -> Config:
 
 
 def _validate_train(t: TrainConfig, m: ModelConfig, need):
+  need(t.seed >= 0, "train.seed", f"must be >= 0, got {t.seed}")
   need(t.learning_rate > 0, "train.learning_rate", f"must be positive, got {t.learning_rate}")
   need(t.warmup_steps >= 0, "train.warmup_steps", f"must be >= 0, got {t.warmup_steps}")
   need(0 <= t.final_lr_fraction <= 1, "train.final_lr_fraction",
@@ -291,9 +292,9 @@ def _validate_train(t: TrainConfig, m: ModelConfig, need):
   need(t.batch_size % t.microbatches == 0, "train.microbatches",
        f"{t.microbatches} micro-batches do not divide train.batch_size={t.batch_size}")
   need(t.truncate_every >= 0, "train.truncate_every", f"must be >= 0, got {t.truncate_every}")
-  for key in ("checkpoint_every", "keep", "log_every", "eval_samples", "eval_batch_size"):
+  for key in ("checkpoint_every", "keep", "log_every", "eval_batch_size"):
     need(getattr(t, key) >= 1, f"train.{key}", f"must be >= 1, got {getattr(t, key)}")
-  for key in ("keep_period", "eval_every"):
+  for key in ("keep_period", "eval_every", "eval_samples"):
     need(getattr(t, key) >= 0, f"train.{key}", f"must be >= 0, got {getattr(t, key)}")
   most = t.seq_len // m.segment_len
   c = t.curriculum

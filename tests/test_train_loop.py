@@ -76,15 +76,26 @@ def test_loss_falls_and_an_8_device_checkpoint_resumes_on_1_device(tmp_path, cap
                              [first[s] for s in range(5, 9)], rtol=2e-5)
 
 
+def _init_params(cfg):
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from lm2_jax.model import build_model  # pylint: disable=g-import-not-at-top
+  return nn.unbox(build_model(cfg.model).init(
+      jax.random.key(0), np.zeros((1, cfg.model.segment_len), np.int32))["params"])
+
+
 @pytest.mark.slow
-def test_a_non_finite_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp_path):
+def test_a_non_finite_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp_path,
+                                                                              capsys):
   cfg = text_config(tmp_path, "train.steps=6", "train.checkpoint_every=1",
                     "train.learning_rate=1e30", "train.grad_clip=0.0", "train.weight_decay=0.0",
                     "mesh.data=1")
+  # Start from a parameters-only checkpoint (what the Hugging Face import writes).
+  checkpoint.save_params(str(tmp_path / "wd"), cfg, _init_params(cfg), step=0)
   with pytest.raises(TrainingError, match=r"step 2: the loss is nan; training stopped, the "
                                           r"last good checkpoint is .*checkpoints/1$"):
     run(cfg, str(tmp_path / "wd"), devices=jax.devices()[:1])
-  assert os.listdir(tmp_path / "wd" / "checkpoints") == ["1"]
+  assert "starting from the parameters of" in capsys.readouterr().out
+  assert sorted(os.listdir(tmp_path / "wd" / "checkpoints")) == ["0", "1"]
 
 
 # --- bad input: one line naming the key, before anything is compiled or written -----------
@@ -125,11 +136,7 @@ def test_an_unwritable_workdir_is_named(tmp_path):
 def test_a_shape_changing_config_is_refused_and_nothing_is_overwritten(tmp_path):
   cfg = _bad(tmp_path)
   wd = tmp_path / "wd"
-  from lm2_jax.model import build_model  # pylint: disable=g-import-not-at-top
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  params = nn.unbox(build_model(cfg.model).init(
-      jax.random.key(0), np.zeros((1, cfg.model.segment_len), np.int32))["params"])
-  checkpoint.save_params(str(wd), cfg, params, step=5)
+  checkpoint.save_params(str(wd), cfg, _init_params(cfg), step=5)
   before = {p: os.path.getmtime(os.path.join(d, p)) for d, _, files in os.walk(wd)
             for p in files}
   config_text = (wd / "config.yaml").read_text()

@@ -36,7 +36,7 @@ from lm2_jax.train import distributed, preflight
 from lm2_jax.train.evaluation import Evaluator
 from lm2_jax.train.inputs import TrainInput, eval_batches
 from lm2_jax.train.metrics import EVAL_FILE, METRICS_FILE, TENSORBOARD_DIR, MetricsLogger, \
-    peak_flops_per_device
+    human_seconds, peak_flops_per_device
 from lm2_jax.train.optim import make_optimizer
 from lm2_jax.train.preemption import StopSignal
 from lm2_jax.train.state import TrainState, abstract_state, create_state, state_shardings, \
@@ -60,6 +60,7 @@ class RunResult:
   last_metrics: dict[str, Any] | None
   last_eval: dict[str, float] | None
   stopped_by: str | None = None      # the signal that stopped the run, if any
+  seconds: float = 0.0               # wall time of this invocation
 
 
 class _Window:
@@ -100,6 +101,7 @@ def run(cfg: Config, workdir: str, *, devices=None, stream=None) -> RunResult:
   TrainingError when training cannot go on.
   """
   t = cfg.train
+  started = time.perf_counter()
   workdir = os.path.abspath(workdir)
   distributed.initialize(cfg.mesh)
   primary = distributed.is_primary()
@@ -108,12 +110,13 @@ def run(cfg: Config, workdir: str, *, devices=None, stream=None) -> RunResult:
   preflight.check_workdir(workdir)
   tokenizer = preflight.check_data(cfg)
   mesh = sharding.make_mesh(cfg.mesh, devices)
-  evaluates = cfg.data.kind == "babilong" or bool(cfg.data.eval_paths)
+  evaluates = t.eval_samples > 0 and (cfg.data.kind == "babilong"
+                                      or bool(cfg.data.eval_paths))
   preflight.check_batch(cfg, mesh, evaluates)
   mngr = checkpoint.make_manager(workdir, max_to_keep=t.keep, keep_period=t.keep_period or None,
                                  async_save=t.async_checkpoint)
   try:
-    return _run(cfg, workdir, mesh, mngr, tokenizer, evaluates, primary, stream)
+    return _run(cfg, workdir, mesh, mngr, tokenizer, evaluates, primary, stream, started)
   finally:
     mngr.close()
 
@@ -131,7 +134,7 @@ def _check_existing(cfg: Config, workdir: str, mngr) -> None:
 
 
 def _run(cfg: Config, workdir: str, mesh, mngr, tokenizer, evaluates: bool, primary: bool,
-         stream) -> RunResult:
+         stream, started: float) -> RunResult:
   t = cfg.train
   if primary:
     checkpoint.set_aside_incomplete(workdir)
@@ -155,10 +158,14 @@ def _run(cfg: Config, workdir: str, mesh, mngr, tokenizer, evaluates: bool, prim
     step, resumed = 0, "new run"
   else:
     step, params, opt_state, meta, data_restored = restored
+    resumed = f"resumed from {checkpoint.checkpoint_dir(workdir)}/{step}"
+    if opt_state is None:
+      opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
+      resumed = (f"starting from the parameters of {checkpoint.checkpoint_dir(workdir)}/"
+                 f"{step} with a fresh optimizer")
     state = TrainState(step=jax.device_put(jnp.asarray(step, jnp.int32), shardings.step),
                        params=params, opt_state=opt_state)
     tokens_seen = int(meta.get("tokens", 0))
-    resumed = f"resumed from {checkpoint.checkpoint_dir(workdir)}/{step}"
     if not data_restored or inputs.step != step:
       inputs = TrainInput(cfg, tokenizer, shard_index=shard_index, shard_count=shard_count,
                           step=step, reseed=step)
@@ -175,8 +182,9 @@ def _run(cfg: Config, workdir: str, mesh, mngr, tokenizer, evaluates: bool, prim
     result.checkpoint = os.path.join(checkpoint.checkpoint_dir(workdir), str(step))
   if step >= t.steps:
     logger.print(f"nothing to do: the work directory is already at step {step} "
-                 f"(train.steps={t.steps})")
+                 f"(train.steps={t.steps}; raise it to train further)")
     logger.close()
+    _farewell(logger, result, t.steps, finished=False)
     return result
 
   # 3. Steps.
@@ -273,17 +281,19 @@ def _run(cfg: Config, workdir: str, mesh, mngr, tokenizer, evaluates: bool, prim
     mngr.wait_until_finished()
     logger.close()
   result.step = step
+  result.seconds = time.perf_counter() - started
   _farewell(logger, result, t.steps)
   return result
 
 
-def _farewell(logger: MetricsLogger, result: RunResult, total: int) -> None:
+def _farewell(logger: MetricsLogger, result: RunResult, total: int,
+              finished: bool = True) -> None:
   w = result.workdir
   if result.stopped_by:
     logger.print(f"stopped by {result.stopped_by} at step {result.step} of {total}; "
                  "checkpoint saved; run the same command again to resume")
-  else:
-    logger.print(f"done: step {result.step} of {total}")
+  elif finished:
+    logger.print(f"done: step {result.step} of {total} in {human_seconds(result.seconds)}")
   logger.print(f"checkpoint:  {result.checkpoint}")
   logger.print(f"metrics:     {os.path.join(w, METRICS_FILE)}")
   logger.print(f"evaluation:  {os.path.join(w, EVAL_FILE)}")

@@ -77,7 +77,7 @@ def peak_flops_per_device(configured: float) -> tuple[float | None, str]:
   return None, f"unknown device {device.device_kind!r}; set train.peak_flops for the MFU"
 
 
-def _human_seconds(s: float) -> str:
+def human_seconds(s: float) -> str:
   if not math.isfinite(s):
     return "?"
   s = int(round(s))
@@ -148,7 +148,7 @@ class MetricsLogger:
       parts.append(f"mfu {100 * record['mfu']:.1f}%")
     if "segments" in record:
       parts.append(f"seg {record['segments']}")
-    parts.append(f"eta {_human_seconds(eta_seconds)}")
+    parts.append(f"eta {human_seconds(eta_seconds)}")
     self.print(" | ".join(parts))
 
   def evaluation(self, step: int, results: dict[str, float]) -> None:
