@@ -171,3 +171,12 @@ def test_the_script_exits_2_with_one_line(tmp_path):
   assert proc.stderr.strip() == ("error: --lengths: bad length '1q': expected a token count such "
                                  "as 0k, 4k, 128k, 1M or 2500")
   assert not os.listdir(tmp_path)
+
+
+def test_command_line_mistakes_are_one_line_too(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    main(["--task", "babilong"])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert err == ("error: the following arguments are required: --checkpoint, --output "
+                 "(see python eval.py --help)\n")

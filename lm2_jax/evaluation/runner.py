@@ -40,8 +40,15 @@ TASKS = ("babilong", "mmlu", "perplexity", "memory-map")
 ERRORS = (ConfigError, ckpt.CheckpointError, DataError, EvaluationError, InferenceError)
 
 
+class _Parser(argparse.ArgumentParser):
+  """Command-line mistakes, like every other bad input, are one line and exit code 2."""
+
+  def error(self, message: str):
+    self.exit(2, f"error: {message} (see python eval.py --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(
+  p = _Parser(
       prog="python eval.py", description=__doc__.split("\n\n")[0],
       formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--checkpoint", action="append", required=True,
@@ -211,10 +218,8 @@ def _say(line: str):
 def run_babilong(args, models: list[Model], out: Outputs) -> dict:
   cfg0 = models[0].cfg
   data_cfg = getattr(cfg0, "data", None)
-  trained = tuple(getattr(data_cfg, "tasks", ())) if getattr(data_cfg, "kind", "") == "babilong" \
-      else ()
-  tasks = ev_babilong.parse_tasks(args.tasks or (list(trained) or
-                                                 ["qa1", "qa2", "qa3", "qa4", "qa5"]))
+  trained = list(data_cfg.tasks) if getattr(data_cfg, "kind", "") == "babilong" else []
+  tasks = ev_babilong.parse_tasks(args.tasks or trained or ["qa1", "qa2", "qa3", "qa4", "qa5"])
   lengths = ev_babilong.parse_lengths(args.lengths or
                                       ev_babilong.default_lengths(cfg0.train.seq_len))
   prompt = args.prompt or "compact"
@@ -257,7 +262,7 @@ def run_babilong(args, models: list[Model], out: Outputs) -> dict:
             "models": [{**m.meta(), "results": results[m.name],
                         "summary": ev_babilong.summarize(results[m.name])} for m in models],
             "settings": {"tasks": tasks, "lengths": lengths, "num_samples": num,
-                         "prompt": prompt, "data": args.data, "seed": args.seed,
+                         "prompt": prompt, "data": data, "seed": args.seed,
                          "capability_groups": {g: list(t) for g, t in
                                                ev_babilong.CAPABILITIES.items()}}}
   from lm2_jax.evaluation import plots  # pylint: disable=g-import-not-at-top
