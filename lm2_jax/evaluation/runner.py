@@ -389,7 +389,7 @@ def run_memory_map(args, models: list[Model], out: Outputs) -> dict:
     maps = ev_memory.read_maps(engine, ids, m.tokenizer.pad_id)
     labels = ev_memory.token_labels(m.tokenizer, ids)
     suffix = "" if len(models) == 1 else "_" + m.name.replace(os.sep, "_")
-    png, npz = out.file(f"_memory_map{suffix}.png"), out.file(f"_memory_map{suffix}.npz")
+    png, npz = out.file(f"_heatmap{suffix}.png"), out.file(f"_maps{suffix}.npz")
     plots.memory_heatmaps(maps["before"], maps["after"], labels, png)
     buf = io.BytesIO()
     np.savez_compressed(buf, before=maps["before"], after=maps["after"], tokens=np.asarray(ids))
