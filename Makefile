@@ -16,13 +16,17 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 venv: $(STAMP)
 
 # The main job on the embedded default: a tiny LM2 learns BABILong qa1 from scratch (about
-# ten minutes on a 2-core CPU), then train.py prints where the checkpoint and the logs are.
-# Running it again resumes (or, when finished, just prints them). DEMO_WORKDIR=... moves it.
+# ten minutes on a 2-core CPU), then train.py prints where the checkpoint and the logs are;
+# eval.py then scores it from 0k up to 16k tokens (the training sequences hold 256 tokens)
+# and draws its memory maps. Running it again resumes (or, when finished, just prints the
+# results). DEMO_WORKDIR=... moves it.
 DEMO_WORKDIR ?= runs/babilong_tiny
 
 demo: $(STAMP)
 	$(PY) -m lm2_jax.summary --config configs/babilong_tiny.yaml
 	$(PY) train.py --config configs/babilong_tiny.yaml --workdir $(DEMO_WORKDIR)
+	$(PY) eval.py --checkpoint $(DEMO_WORKDIR) --task babilong --tasks qa1 --lengths 0k,1k,2k,4k,8k,16k --num-samples 50 --output $(DEMO_WORKDIR)/eval/babilong.json
+	$(PY) eval.py --checkpoint $(DEMO_WORKDIR) --task memory-map --output $(DEMO_WORKDIR)/eval/memory_map.json
 
 # All tests, slow end-to-end ones included; two workers for the two cores.
 test: $(STAMP)
