@@ -55,3 +55,30 @@ def test_micro_batch_sums_equal_the_whole_batch():
       logits[2:], targets[2:], weights[2:])
   for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(parts)):
     assert float(a) == pytest.approx(float(b), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_truncated_bptt_cuts_the_gradient_through_the_memory():
+  """train.truncate_every=1: a loss on the second segment sends no gradient into the
+  learned initial memory (it only reaches it through the memory carried across the
+  boundary); without truncation it does."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from lm2_jax.config import load_config  # pylint: disable=g-import-not-at-top
+  from lm2_jax.model import build_model  # pylint: disable=g-import-not-at-top
+  cfg = load_config(None, ["model.num_layers=1", "model.width=16", "model.mlp_width=32",
+                           "model.num_heads=2", "model.num_kv_heads=1", "model.segment_len=8",
+                           "model.memory.num_slots=2", "model.memory.num_heads=2",
+                           "model.memory.init=learned"]).model
+  model = build_model(cfg)
+  tokens = jnp.asarray(np.random.default_rng(0).integers(0, 259, (2, 17)).astype(np.int32))
+  params = nn.unbox(model.init(jax.random.key(0), tokens[:, :8])["params"])
+  weights = jnp.zeros((2, 16)).at[:, 8:].set(1.0)       # targets of the second segment only
+
+  def memory_init_grad(truncate_every):
+    def f(p):
+      logits = model.apply({"params": p}, tokens[:, :-1], truncate_every=truncate_every)
+      return loss.loss_terms(logits, tokens[:, 1:], weights).ce
+    return jax.jit(jax.grad(f))(params)["core"]["memory_init"]
+
+  assert float(jnp.abs(memory_init_grad(0)).max()) > 0
+  assert float(jnp.abs(memory_init_grad(1)).max()) == 0

@@ -4,7 +4,8 @@ Twelve steps with a checkpoint every four: one run goes through; another is kill
 SIGKILL after step 9 and started again (it resumes from step 8, or 4 if the save of 8 was
 cut short); a third gets SIGTERM after step 9, saves the step it stops at and exits
 cleanly, then resumes. The losses of steps 10-12 must equal the uninterrupted run's
-exactly. The processes share a persistent compilation cache, so only the first compiles.
+exactly. The runs compute in bfloat16 over float32 master weights. The processes share a
+persistent compilation cache, so only the first compiles.
 """
 
 import json
@@ -14,8 +15,10 @@ import subprocess
 import sys
 import time
 
+import jax
 import pytest
 
+from lm2_jax import checkpoint
 from test_train_loop import SMALL, toy_text
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,7 +33,8 @@ def setup(tmp_path_factory):
   data = toy_text(base / "toy.jsonl")
   args = ["--config", os.path.join(ROOT, "configs", "tiny.yaml"), *SMALL, "data.kind=text",
           f"data.paths=[{data}]", "train.steps=12", "train.checkpoint_every=4",
-          "train.async_checkpoint=true", "train.peak_flops=1e11"]
+          "train.async_checkpoint=true", "train.peak_flops=1e11",
+          "model.compute_dtype=bfloat16"]
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              JAX_COMPILATION_CACHE_DIR=str(base / "jax-cache"),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
@@ -90,6 +94,9 @@ def test_sigkill_after_step_9_then_restart_gives_the_same_losses(setup):
   # Everything the first process logged before the kill matches as well.
   for step in range(1, 10):
     assert losses[step][0] == reference[step][0]
+  _, params, step = checkpoint.load_params(str(workdir))
+  assert step == 12
+  assert {str(p.dtype) for p in jax.tree.leaves(params)} == {"float32"}   # master weights
 
 
 def test_sigterm_saves_the_step_it_stops_at_and_resumes(setup):
