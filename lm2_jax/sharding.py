@@ -4,6 +4,10 @@ Every parameter is created with logical axis names (see `lm2_jax/model/layers.py
 mesh has axes `data` (pure data parallel), `fsdp` (data parallel with parameters and
 optimizer state sharded) and `tensor` (tensor/model parallel). Changing the parallelism
 of the whole model means changing this table, not the model.
+
+Below the table: the mesh built from the config (`make_mesh`, one -1 axis inferred), the
+parameters' NamedShardings derived from their logical names (`logical_shardings`), and the
+batch's (`batch_sharding`, `global_batch` for multi-host input).
 """
 
 from __future__ import annotations

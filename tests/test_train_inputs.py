@@ -99,3 +99,14 @@ def test_text_sources_validate_paths_before_anything_runs(tmp_path):
   cfg = load_config(None, ["data.kind=text", f"data.paths=[{tmp_path}/missing.txt]"])
   with pytest.raises(ConfigError, match=r"data\.paths\[0\]: .*missing\.txt: file not found"):
     preflight.check_data(cfg)
+
+
+def test_a_tokenizer_in_the_work_directory_replaces_the_default_bytes(tmp_path):
+  from lm2_jax.train import preflight
+  cfg = load_config(None, BABILONG)
+  assert preflight.resolve_tokenizer(cfg, str(tmp_path)) is cfg
+  (tmp_path / "tokenizer.json").write_text("{}")
+  resolved = preflight.resolve_tokenizer(cfg, str(tmp_path))
+  assert resolved.data.tokenizer == str(tmp_path / "tokenizer.json")
+  named = load_config(None, BABILONG + ["data.tokenizer=other/tokenizer.json"])
+  assert preflight.resolve_tokenizer(named, str(tmp_path)) is named

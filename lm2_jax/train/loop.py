@@ -108,6 +108,7 @@ def run(cfg: Config, workdir: str, *, devices=None, stream=None) -> RunResult:
 
   # 1. Checks, before anything is written or compiled.
   preflight.check_workdir(workdir)
+  cfg = preflight.resolve_tokenizer(cfg, workdir)
   tokenizer = preflight.check_data(cfg)
   mesh = sharding.make_mesh(cfg.mesh, devices)
   evaluates = t.eval_samples > 0 and (cfg.data.kind == "babilong"

@@ -13,7 +13,7 @@ import tempfile
 from jax.sharding import Mesh
 
 from lm2_jax import sharding
-from lm2_jax.config import Config, ConfigError
+from lm2_jax.config import Config, ConfigError, replace
 from lm2_jax.data.errors import DataError
 from lm2_jax.data.tokenizers import Tokenizer, check_vocab, load_tokenizer
 
@@ -26,6 +26,22 @@ def check_workdir(workdir: str) -> None:
       pass
   except OSError as e:
     raise ConfigError(f"--workdir {workdir}: cannot write there ({e.strerror or e})") from None
+
+
+WORKDIR_TOKENIZER = "tokenizer.json"
+
+
+def resolve_tokenizer(cfg: Config, workdir: str) -> Config:
+  """The work directory's tokenizer.json stands in for the default byte tokenizer.
+
+  A Hugging Face import (docs/huggingface.md) leaves the model's tokenizer in the work
+  directory and the default `data.tokenizer: byte` in its config; training those weights
+  on bytes would be wrong. A tokenizer the config names explicitly is kept.
+  """
+  path = os.path.join(workdir, WORKDIR_TOKENIZER)
+  if cfg.data.tokenizer == "byte" and os.path.exists(path):
+    return replace(cfg, **{"data.tokenizer": path})
+  return cfg
 
 
 def _check_paths(key: str, paths, extensions) -> None:
