@@ -44,7 +44,7 @@ from lm2_jax.config import (Config, ConfigError, MemoryConfig, ModelConfig,
 from lm2_jax.data.errors import DataError
 from lm2_jax.data.tokenizers import load_tokenizer
 from lm2_jax.model import abstract_variables, build_model
-from lm2_jax.sharding import LOGICAL_RULES
+from lm2_jax.sharding import logical_shardings
 from lm2_jax.summary import is_memory_param
 
 CONFIG_JSON = "config.json"
@@ -415,8 +415,7 @@ class _Folder:
 
 def param_shardings(cfg: Config, mesh: jax.sharding.Mesh):
   """NamedShardings of the (unboxed) parameters on `mesh`, from the logical axis table."""
-  specs = nn.get_partition_spec(abstract_variables(cfg.model))["params"]
-  return nn.logical_to_mesh_sharding(specs, mesh, LOGICAL_RULES)
+  return logical_shardings(abstract_variables(cfg.model)["params"], mesh)
 
 
 def _place(host: np.ndarray, sharding) -> jax.Array:
