@@ -40,20 +40,19 @@ class Tokenizer(abc.ABC):
   def vocab_size(self) -> int:
     """One more than the largest id this tokenizer can produce."""
 
+  # Special ids: file-backed tokenizers set _bos, _eos and _pad when they load; the byte
+  # tokenizer overrides these with its fixed ids.
   @property
-  @abc.abstractmethod
   def bos_id(self) -> int:
-    ...
+    return self._bos
 
   @property
-  @abc.abstractmethod
   def eos_id(self) -> int:
-    ...
+    return self._eos
 
   @property
-  @abc.abstractmethod
   def pad_id(self) -> int:
-    ...
+    return self._pad
 
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
     return [self.encode(t) for t in texts]
@@ -179,18 +178,6 @@ class HFTokenizer(Tokenizer):
   def vocab_size(self) -> int:
     return self._size
 
-  @property
-  def bos_id(self) -> int:
-    return self._bos
-
-  @property
-  def eos_id(self) -> int:
-    return self._eos
-
-  @property
-  def pad_id(self) -> int:
-    return self._pad
-
 
 class SentencePieceTokenizer(Tokenizer):
   """A SentencePiece ``.model`` file. Missing BOS/PAD ids fall back to EOS."""
@@ -235,18 +222,6 @@ class SentencePieceTokenizer(Tokenizer):
   @property
   def vocab_size(self) -> int:
     return self._sp.GetPieceSize()
-
-  @property
-  def bos_id(self) -> int:
-    return self._bos
-
-  @property
-  def eos_id(self) -> int:
-    return self._eos
-
-  @property
-  def pad_id(self) -> int:
-    return self._pad
 
 
 def load_tokenizer(spec: str | os.PathLike | Tokenizer) -> Tokenizer:
