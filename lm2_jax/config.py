@@ -61,6 +61,23 @@ class MemoryConfig:
   # segment (paper Fig. 2); "per_layer": from this layer's own previous memory (cheaper
   # ablation, all writes independent across depth).
   write_recurrence: Literal["chain", "per_layer"] = "chain"
+  # How a write blends old and new (docs/architecture.md, "Retention"). "lstm": the paper's
+  # Eq. 6, M = g_in * tanh(C) + g_f * P, with g_f from the old memory alone; nothing bounds
+  # it and the forget gate cannot tell a segment with a fact from background. "convex":
+  # M = (1 - z) * P + z * tanh(C) with one write gate z = sigmoid(C Gin + b_in) driven by
+  # what the segment offers (input_bias sets how little background writes); |M| stays
+  # within max(|M_0|, 1) over any number of segments.
+  update: Literal["lstm", "convex"] = "lstm"
+  # RMSNorm of the memory before the read's keys and values: the read sees the same scale
+  # whatever the memory's norm has become.
+  read_norm: bool = False
+  # A learned embedding per slot, added to the memory where slots are addressed (the read's
+  # keys, the write's queries), so slots stay distinguishable after similar writes.
+  slot_keys: bool = False
+  # The write's attention may also attend to a learned "nothing here" key whose value is
+  # zero. With update=convex the write gate is scaled by the attention mass a slot put on
+  # real tokens, so a slot that finds nothing in a segment keeps its content exactly.
+  write_sink: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,6 +230,12 @@ class DataConfig:
   tasks: tuple[str, ...] = ("qa1",)
   lengths: tuple[str | int, ...] = ()
   haystack: str = "default"
+  # BABILong training samples: with random_offset each sample ends a random 0..segment_len-1
+  # tokens early, so questions and answers fall anywhere in a segment (as in evaluation);
+  # max_gap_segments > 0 puts a log-uniform 0..max_gap_segments * segment_len tokens of
+  # background between the last fact and the question.
+  random_offset: bool = False
+  max_gap_segments: int = 0
   shuffle: bool = True
   # Reader threads per host (0: read in the training thread).
   num_threads: int = 0
@@ -345,6 +368,8 @@ def _validate_data(d: DataConfig, need):
       except ValueError as e:
         need(False, f"data.lengths[{i}]", str(e))
   need(d.num_threads >= 0, "data.num_threads", f"must be >= 0, got {d.num_threads}")
+  need(d.max_gap_segments >= 0, "data.max_gap_segments",
+       f"must be >= 0, got {d.max_gap_segments}")
 
 
 # --------------------------------------------------------------------------------------

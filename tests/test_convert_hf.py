@@ -153,7 +153,16 @@ def test_half_precision_weights_are_upcast_exactly(tmp_path, dtype):
                                 hf["model.layers.0.mlp.down_proj.weight"].astype(np.float32).T)
 
 
-def test_round_trip_of_an_lm2_is_exact_through_the_cli(tmp_path):
+FORMULATIONS = {
+    "paper": ["model.memory.update=lstm", "model.memory.read_norm=false",
+              "model.memory.slot_keys=false", "model.memory.write_sink=false"],
+    "retention": ["model.memory.update=convex", "model.memory.read_norm=true",
+                  "model.memory.slot_keys=true", "model.memory.write_sink=true"],
+}
+
+
+@pytest.mark.parametrize("formulation", list(FORMULATIONS))
+def test_round_trip_of_an_lm2_is_exact_through_the_cli(tmp_path, formulation):
   write_random_llama(str(tmp_path / "hf"), layers=3, tie=False,
                      rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                    "high_freq_factor": 4.0,
@@ -162,7 +171,8 @@ def test_round_trip_of_an_lm2_is_exact_through_the_cli(tmp_path):
     f.write("{}")
   assert cli(["import-hf", "--hf-dir", str(tmp_path / "hf"), "--out", str(tmp_path / "a"),
               "--config", os.path.join(REPO, "configs", "tiny.yaml"), "model.memory.layers=2",
-              "model.memory.init=learned", "model.memory.num_slots=8"]) == 0
+              "model.memory.init=learned", "model.memory.num_slots=8",
+              *FORMULATIONS[formulation]]) == 0
   assert os.path.exists(tmp_path / "a" / "tokenizer.json")
   cfg_a, params_a, _ = load_params(str(tmp_path / "a"))
   assert cfg_a.model.num_memory_layers == 2 and cfg_a.model.rope_scaling.factor == 8.0

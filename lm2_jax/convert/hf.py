@@ -103,7 +103,7 @@ def _llama_rows(i: int) -> list[tuple[str, tuple[str, ...], int | None]]:
   ]
 
 
-def _memory_rows(i: int) -> list[tuple[str, tuple[str, ...], int | None]]:
+def _memory_rows(i: int, mem: MemoryConfig) -> list[tuple[str, tuple[str, ...], int | None]]:
   pre = f"{MEMORY_PREFIX}{i}."
   rows = []
   for side, module in (("read", "memory_read"), ("write", "memory_write")):
@@ -115,9 +115,17 @@ def _memory_rows(i: int) -> list[tuple[str, tuple[str, ...], int | None]]:
       (pre + "write.norm.weight", ("memory_write", "norm", "scale"), None),
       (pre + "write.input_gate.weight", ("memory_write", "input_gate_kernel"), 1),
       (pre + "write.input_gate.bias", ("memory_write", "input_gate_bias"), None),
-      (pre + "write.forget_gate.weight", ("memory_write", "forget_gate_kernel"), 1),
-      (pre + "write.forget_gate.bias", ("memory_write", "forget_gate_bias"), None),
   ]
+  if mem.update == "lstm":
+    rows += [(pre + "write.forget_gate.weight", ("memory_write", "forget_gate_kernel"), 1),
+             (pre + "write.forget_gate.bias", ("memory_write", "forget_gate_bias"), None)]
+  if mem.read_norm:
+    rows.append((pre + "read.norm.weight", ("memory_read", "norm", "scale"), None))
+  if mem.slot_keys:
+    rows += [(pre + "read.slot_keys", ("memory_read", "slot_keys"), None),
+             (pre + "write.slot_queries", ("memory_write", "slot_queries"), None)]
+  if mem.write_sink:
+    rows.append((pre + "write.sink", ("memory_write", "sink"), None))
   return rows
 
 
@@ -127,7 +135,7 @@ def tensor_table(m: ModelConfig, with_memory: bool) -> list[_Tensor]:
   n_mem = m.num_memory_layers
   for i in range(m.num_layers):
     stack, j = ("memory_blocks", i) if i < n_mem else ("blocks", i - n_mem)
-    layer_rows = _llama_rows(i) + (_memory_rows(i) if with_memory and i < n_mem else [])
+    layer_rows = _llama_rows(i) + (_memory_rows(i, m.memory) if with_memory and i < n_mem else [])
     rows += [_Tensor(hf_name, ("core", stack) + sub, j, n_in) for hf_name, sub, n_in in layer_rows]
     if with_memory and i < n_mem and m.memory.init == "learned":
       rows.append(_Tensor(f"{MEMORY_PREFIX}{i}.initial_memory", ("core", "memory_init"), i,

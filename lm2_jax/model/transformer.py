@@ -111,7 +111,8 @@ class DecoderBlock(nn.Module):
             prev, u_seg, ctx.seg_valid_BxS)
         return jnp.where(ctx.write_B[:, None, None], written, memory)
 
-      if self.is_initializing():
+      if self.is_initializing() or self.is_mutable_collection("intermediates"):
+        # (Diagnostics sow from inside the write, which nn.cond's branches cannot do.)
         memory = write(self, prev, u_seg, memory)
       else:
         # Most decoding steps complete no row's segment: skip the write's cross-attention
