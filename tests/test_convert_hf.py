@@ -89,7 +89,7 @@ def test_logits_match_transformers(hf_models, name):
   if VARIANTS[name][2]:
     assert os.path.exists(os.path.join(folder, "model.safetensors.index.json"))
   cfg, params = load_hf_llama(folder)
-  assert cfg.model.attention_scope == "full" and not cfg.model.memory.enabled
+  assert cfg.model.attention_scope == "full" and cfg.model.memory.kind == "none"
   got = np.asarray(_logits_fn(cfg)(params, TOKENS))
   assert np.abs(got - want).max() < 1e-4
 
@@ -97,7 +97,7 @@ def test_logits_match_transformers(hf_models, name):
 def test_zero_init_lm2_computes_the_llama(hf_models):
   folder, want = hf_models("untied_llama3")
   base = replace(Config(), **{"model.segment_len": 8, "train.seq_len": 24})
-  memory = MemoryConfig(enabled=True, num_slots=8, num_heads=4, layers=2)
+  memory = MemoryConfig(kind="lm2", num_slots=8, num_heads=4, layers=2)
   cfg, params = load_hf_llama(folder, memory, base=base)
   assert cfg.model.memory.zero_init and cfg.model.num_memory_layers == 2
   mem = params["core"]["memory_blocks"]
@@ -307,6 +307,6 @@ def test_llama_3_2_1b_config_gives_the_shipped_configs():
                                       compute_dtype=shipped.model.compute_dtype)
     assert not from_folder
     want = shipped.model
-    if want.memory.enabled:
+    if want.memory.kind == "lm2":
       want = replace(want, **{"memory.zero_init": True})
     assert cfg.model == want and cfg.train == shipped.train, name
