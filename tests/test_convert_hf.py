@@ -186,6 +186,29 @@ def test_round_trip_of_an_lm2_is_exact_through_the_cli(tmp_path):
     np.testing.assert_array_equal(a, c, err_msg=jax.tree_util.keystr(path))
 
 
+def test_an_rmt_imports_with_fresh_memory_tokens_and_round_trips_exactly(tmp_path):
+  write_random_llama(str(tmp_path / "hf"), layers=2)
+  assert cli(["import-hf", "--hf-dir", str(tmp_path / "hf"), "--out", str(tmp_path / "a"),
+              "--config", os.path.join(REPO, "configs", "tiny.yaml"), "model.memory.kind=rmt",
+              "model.memory.num_slots=4"]) == 0
+  cfg_a, params_a, _ = load_params(str(tmp_path / "a"))
+  # RMT runs with segment attention only; its memory tokens are its only fresh parameters.
+  assert cfg_a.model.memory.kind == "rmt" and cfg_a.model.attention_scope == "segment"
+  assert params_a["core"]["memory_init"].shape == (4, 32)
+  params_a = jax.tree.map(lambda x: x + 0.01 * jnp.cos(jnp.arange(x.size).reshape(x.shape)),
+                          params_a)
+  from lm2_jax.checkpoint import save_params
+  save_params(str(tmp_path / "a"), cfg_a, params_a, step=5)
+  assert cli(["export-hf", "--checkpoint", str(tmp_path / "a"), "--out",
+              str(tmp_path / "b")]) == 0
+  assert "lm2.memory.rmt_tokens" in _safetensors(tmp_path / "b")
+  assert cli(["import-hf", "--hf-dir", str(tmp_path / "b"), "--out", str(tmp_path / "c")]) == 0
+  cfg_c, params_c, _ = load_params(str(tmp_path / "c"))
+  assert cfg_c.model == cfg_a.model
+  for a, c in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_c)):
+    np.testing.assert_array_equal(a, c)
+
+
 def test_export_in_bfloat16_rounds_each_tensor(tmp_path):
   write_random_llama(str(tmp_path / "hf"))
   cfg, params = load_hf_llama(str(tmp_path / "hf"))

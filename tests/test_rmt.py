@@ -4,13 +4,11 @@ trains and generates through the same train step and inference engine as LM2."""
 
 import json
 import os
-import sys
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from lm2_jax.config import load_config
@@ -83,29 +81,32 @@ def test_memory_carries_information_across_segments():
   assert np.abs(a - b).max() > 1e-3
 
 
-def _memory_init_grad(cfg, params, tokens, segment, truncate_every):
-  """The gradient reaching the learned initial memory from the loss on one segment."""
+def _memory_init_grads(cfg, params, tokens, truncate_every):
+  """The gradients reaching the learned initial memory from the loss on each segment."""
   model = build_model(cfg)
-  weights = jnp.zeros(tokens[:, 1:].shape).at[:, segment * SEG:(segment + 1) * SEG].set(1.0)
+  segments = tokens.shape[1] // SEG
+  one_hot = jnp.eye(segments).repeat(SEG, axis=1)[:, None, :]  # [segment, 1, T]
 
-  def f(p):
-    logits = model.apply({"params": p}, tokens[:, :-1], truncate_every=truncate_every)
-    return loss.loss_terms(logits, tokens[:, 1:], weights).ce
+  def grad(weights):
+    def f(init):
+      p = {**params, "core": {**params["core"], "memory_init": init}}
+      logits = model.apply({"params": p}, tokens[:, :-1], truncate_every=truncate_every)
+      weights_BxT = jnp.broadcast_to(weights, logits.shape[:2])
+      return loss.loss_terms(logits, tokens[:, 1:], weights_BxT).ce
+    return jax.grad(f)(params["core"]["memory_init"])
 
-  return np.asarray(jax.jit(jax.grad(f))(params)["core"]["memory_init"])
+  return [float(np.abs(g).max()) for g in jax.jit(jax.vmap(grad))(one_hot)]
 
 
 def test_gradients_flow_through_the_recurrence_into_the_initial_memory():
   cfg, params = tiny()
   tokens = tokens_of(cfg, 2, SEG * 3 + 1)
   # Segment 2 reaches the initial memory only through two writes and two reads.
-  assert np.abs(_memory_init_grad(cfg, params, tokens, 2, 0)).max() > 0
-  # Truncated BPTT cuts at every boundary, but never before segment 0 (the learned start).
-  assert np.abs(_memory_init_grad(cfg, params, tokens, 0, 1)).max() > 0
-  assert np.abs(_memory_init_grad(cfg, params, tokens, 1, 1)).max() == 0
-  # truncate_every=2 cuts into segment 2 only: segment 1 still reaches segment 0.
-  assert np.abs(_memory_init_grad(cfg, params, tokens, 1, 2)).max() > 0
-  assert np.abs(_memory_init_grad(cfg, params, tokens, 2, 2)).max() == 0
+  assert _memory_init_grads(cfg, params, tokens, 0)[2] > 0
+  # Truncated BPTT every 2 segments cuts into segment 2 only, never before segment 0
+  # (whose memory is the learned start), and leaves segment 1 reaching segment 0.
+  seg0, seg1, seg2 = _memory_init_grads(cfg, params, tokens, 2)
+  assert seg0 > 0 and seg1 > 0 and seg2 == 0
 
 
 def test_streaming_equals_one_shot():
@@ -128,31 +129,11 @@ def test_streaming_equals_one_shot():
     parts.append(np.asarray(logits))
   np.testing.assert_allclose(np.concatenate(parts, 1), one_shot, rtol=1e-5, atol=1e-5)
   assert state.pos_B.tolist() == [t, t]
-  # A prompt ending inside a segment, then chunks of 3 and 2 tokens to that segment's end.
-  logits, state = prefill(params, tokens[:, :SEG + 3], init_state(cfg, 2))
-  parts = [np.asarray(logits)]
-  for a, b in ((SEG + 3, SEG + 6), (SEG + 6, SEG * 2), (SEG * 2, SEG * 2 + 1)):
-    logits, state = step(params, tokens[:, a:b], state)
-    parts.append(np.asarray(logits))
-  np.testing.assert_allclose(np.concatenate(parts, 1), one_shot[:, :SEG * 2 + 1], rtol=1e-5,
-                             atol=1e-5)
-
-
-def test_ragged_prefill_rows_match_each_row_alone():
-  cfg, params = tiny()
-  model = build_model(cfg)
-  tokens = tokens_of(cfg, 2, SEG * 2)
-  prefill, step = jitted(model, "prefill"), jitted(model, "step")
-  _, state = prefill(params, tokens, init_state(cfg, 2), jnp.array([SEG * 2, SEG + 3]))
-  _, alone = prefill(params, tokens[1:, :SEG + 3], init_state(cfg, 1))
-  assert state.pos_B.tolist() == [SEG * 2, SEG + 3]
-  np.testing.assert_allclose(state.memory_BxNxD[1], alone.memory_BxNxD[0], atol=1e-6)
-  a, _ = step(params, tokens[:, :1], state)
-  b, _ = step(params, tokens[1:, :1], alone)
-  np.testing.assert_allclose(a[1], b[0], atol=1e-5)
 
 
 def test_engine_generation_equals_the_full_forward_across_boundaries():
+  """Ragged prompts in one batch, prefilled in whole segments and a tail, then decoded
+  token by token across segment boundaries (where the memory tokens are written)."""
   cfg, params = tiny()
   engine = Engine(cfg, params, ByteTokenizer(), batch_size=2, chunk_len=2 * SEG)
   prompts = [[256] + list(np.random.default_rng(i).integers(32, 127, n - 1))
@@ -167,30 +148,6 @@ def test_engine_generation_equals_the_full_forward_across_boundaries():
     assert gen.token_ids == [int(t) for t in want.argmax(-1)]
 
 
-def test_optimizer_steps_stay_finite_and_learn():
-  cfg, params = tiny(**{"model.compute_dtype": "bfloat16"})
-  model = build_model(cfg)
-  params = nn.unbox(jax.jit(model.init)(jax.random.key(0), tokens_of(cfg, 1, SEG))["params"])
-  opt = optax.adamw(1e-2)
-  tokens = tokens_of(cfg, 4, SEG * 3 + 1)
-
-  @jax.jit
-  def update(p, s):
-    def f(p):
-      logits = model.apply({"params": p}, tokens[:, :-1], truncate_every=2)
-      return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
-    value, grads = jax.value_and_grad(f)(p)
-    updates, s = opt.update(grads, s, p)
-    return optax.apply_updates(p, updates), s, value
-
-  state, values = opt.init(params), []
-  for _ in range(4):
-    params, state, value = update(params, state)
-    values.append(float(value))
-  assert np.isfinite(values).all() and values[-1] < values[0], values
-  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
-
-
 @pytest.mark.slow
 def test_train_py_and_eval_py_run_end_to_end(tmp_path, monkeypatch, capsys):
   """`python train.py --config configs/babilong_tiny.yaml model.memory.kind=rmt ...` then
@@ -201,10 +158,10 @@ def test_train_py_and_eval_py_run_end_to_end(tmp_path, monkeypatch, capsys):
   from lm2_jax.evaluation.runner import main as eval_main  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / "rmt"
   assert train.main(["--config", "configs/babilong_tiny.yaml", "--workdir", str(workdir),
-                     "model.memory.kind=rmt", "train.steps=2", "train.batch_size=4",
-                     "train.eval_samples=4", "train.eval_batch_size=4",
-                     "train.eval_segments=[4]", "train.async_checkpoint=false",
-                     "mesh.data=1"]) == 0
+                     "model.memory.kind=rmt", "train.steps=2", "train.batch_size=8",
+                     "train.eval_samples=8", "train.eval_batch_size=8",
+                     "train.eval_segments=[4]", "train.log_every=1",
+                     "train.async_checkpoint=false"]) == 0
   out = capsys.readouterr().out
   assert "memory RMT, 16 memory tokens" in out
   with open(workdir / "metrics.jsonl", encoding="utf-8") as f:
@@ -217,4 +174,3 @@ def test_train_py_and_eval_py_run_end_to_end(tmp_path, monkeypatch, capsys):
                         capsys.readouterr().err)
   cell = json.loads(report.read_text())["results"]["qa1"]["1k"]
   assert cell["n"] == 2 and 0 <= cell["accuracy"] <= 1
-  assert sys.modules["train"].__file__.startswith(ROOT)
