@@ -15,7 +15,7 @@ import sys
 
 import jax
 
-from lm2_jax.config import Config, ConfigError, ModelConfig, load_config, replace
+from lm2_jax.config import Config, ConfigError, ModelConfig, load_config, replace, validate
 from lm2_jax.model import abstract_variables
 from lm2_jax.model.flops import flops_per_token
 
@@ -52,16 +52,17 @@ def describe_memory(m: ModelConfig) -> str:
 def matched_rmt(cfg: Config) -> Config:
   """The RMT on `cfg`'s backbone whose MLP is widened so that its parameter count matches
   the LM2's: the RMT adds only N x D memory tokens, the LM2 about 9 D^2 per memory layer.
+  Self-attention is per segment, the only scope the RMT runs with.
 
   The MLP width is the one free size that changes neither the attention nor the width the
   memory tokens live in; the counts then differ by less than one MLP column per layer
   (3 D L parameters). docs/architecture.md gives the counts of the shipped configs.
   """
   target = count_params(cfg)["total_params"]
-  rmt = replace(cfg, **{"model.memory.kind": "rmt"})
+  rmt = replace(cfg, **{"model.memory.kind": "rmt", "model.attention_scope": "segment"})
   m = rmt.model
   extra = round((target - count_params(rmt)["total_params"]) / (3 * m.width * m.num_layers))
-  return replace(rmt, **{"model.mlp_width": max(1, m.mlp_width + extra)})
+  return validate(replace(rmt, **{"model.mlp_width": max(1, m.mlp_width + extra)}))
 
 
 def summarize(cfg: Config) -> dict:
