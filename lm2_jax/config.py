@@ -39,12 +39,22 @@ class RopeScalingConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MemoryConfig:
-  """The LM2 memory bank (docs/architecture.md gives the equations)."""
+  """The memory: LM2's gated bank, RMT's memory tokens, or none (docs/architecture.md).
 
-  enabled: bool = True
+  `kind` replaces the former `enabled` flag; a config that still says `enabled:` (every
+  config.yaml saved before) loads as `enabled: true` -> kind lm2 and `enabled: false` ->
+  kind none (`upgrade_memory_section`).
+  """
+
+  # "lm2": the gated memory bank in the blocks; "rmt": the Recurrent Memory Transformer
+  # baseline (num_slots memory tokens read before and written after each segment); "none":
+  # the plain Llama decoder.
+  kind: Literal["lm2", "rmt", "none"] = "lm2"
+  # LM2: slots of the memory bank; RMT: memory tokens (read and write each).
   num_slots: int = 16
   # Heads of the memory read and write cross-attentions; width / num_heads per head.
   num_heads: int = 4
+  # The fields below apply to kind lm2 only.
   # Memory in the first `layers` decoder blocks; -1 means all of them (paper's Fig. 5 ablates this).
   layers: int = -1
   # "identity": the first N rows of the identity, fixed; "learned": the same start, trainable.
@@ -114,7 +124,8 @@ class ModelConfig:
 
   @property
   def num_memory_layers(self) -> int:
-    if not self.memory.enabled:
+    """Decoder blocks with an LM2 memory bank (0 for kinds rmt and none)."""
+    if self.memory.kind != "lm2":
       return 0
     return self.num_layers if self.memory.layers == -1 else self.memory.layers
 
@@ -283,8 +294,13 @@ def validate(cfg: Config) -> Config:
     need(rs.high_freq_factor > rs.low_freq_factor, "model.rope_scaling.high_freq_factor",
          f"must exceed low_freq_factor ({rs.high_freq_factor} <= {rs.low_freq_factor})")
   mem = m.memory
-  if mem.enabled:
+  if mem.kind != "none":
     need(mem.num_slots > 0, "model.memory.num_slots", f"must be positive, got {mem.num_slots}")
+  if mem.kind == "rmt":
+    need(m.attention_scope == "segment", "model.attention_scope",
+         "model.memory.kind=rmt recurs over segments through its memory tokens and needs "
+         f"attention_scope=segment, got {m.attention_scope!r}")
+  if mem.kind == "lm2":
     need(mem.num_heads > 0 and m.width % mem.num_heads == 0, "model.memory.num_heads",
          f"{mem.num_heads} heads do not divide model.width={m.width}")
     need(mem.layers == -1 or 1 <= mem.layers <= m.num_layers, "model.memory.layers",
@@ -494,7 +510,29 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
   raise ConfigError(f"{key}: unsupported field type {tp}")
 
 
+def upgrade_memory_section(data: dict, key: str) -> dict:
+  """The memory section with the former `enabled` flag turned into `kind`.
+
+  `enabled: true` means kind lm2 (or rmt, when `kind` says so) and `enabled: false` kind
+  none; a `kind` that contradicts `enabled` is an error naming both keys.
+  """
+  if "enabled" not in data:
+    return data
+  data = dict(data)
+  enabled = _coerce(data.pop("enabled"), bool, f"{key}.enabled")
+  kind = data.get("kind")
+  if kind is None:
+    data["kind"] = "lm2" if enabled else "none"
+  elif enabled != (kind != "none"):
+    raise ConfigError(f"{key}.enabled: {str(enabled).lower()} contradicts {key}.kind={kind!r} "
+                      f"(enabled is the former name: true means kind lm2 or rmt, false means "
+                      f"kind none); drop {key}.enabled")
+  return data
+
+
 def _build(cls, data: dict, prefix: str):
+  if cls is MemoryConfig:
+    data = upgrade_memory_section(data, prefix)
   hints = typing.get_type_hints(cls)
   fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
   kwargs = {}
@@ -520,9 +558,19 @@ def load_config(path: str | None, overrides: Sequence[str] = ()) -> Config:
   `path=None` starts from the defaults.
   """
   data = _read_yaml(path) if path else {}
+  given = set()
   for item in overrides:
     parts, value = _parse_override(item)
     _set_dotted(data, parts, value)
+    given.add(".".join(parts))
+  # `kind` and its former name `enabled` say one thing: the one given on the command line
+  # replaces the other from the file (`model.memory.enabled=false` on a config that says
+  # `kind: lm2`, `model.memory.kind=rmt` on a saved config.yaml that says `enabled: true`).
+  pair = ("model.memory.kind", "model.memory.enabled")
+  for key, other in (pair, pair[::-1]):
+    memory = data.get("model", {}).get("memory")
+    if key in given and other not in given and isinstance(memory, dict):
+      memory.pop(other.rsplit(".", 1)[1], None)
   return from_dict(data)
 
 

@@ -55,6 +55,8 @@ TOKENIZER_JSON = "tokenizer.json"
 # _memory_rows; the config.json entry MEMORY_ENTRY describes the memory.
 MEMORY_PREFIX = "lm2.memory.layers."
 MEMORY_ENTRY = "lm2_memory"
+# An exported RMT's learned initial memory tokens [N, D] (model.memory.kind=rmt).
+RMT_MEMORY = "lm2.memory.rmt_tokens"
 
 # safetensors dtypes that convert to float32. Integer, boolean and float8 tensors are
 # quantised or not weights at all: refusing them beats a silently wrong model.
@@ -140,6 +142,8 @@ def tensor_table(m: ModelConfig, with_memory: bool) -> list[_Tensor]:
     if with_memory and i < n_mem and m.memory.init == "learned":
       rows.append(_Tensor(f"{MEMORY_PREFIX}{i}.initial_memory", ("core", "memory_init"), i,
                           None))
+  if with_memory and m.memory.kind == "rmt":
+    rows.append(_Tensor(RMT_MEMORY, ("core", "memory_init"), None, None))
   rows.append(_Tensor("model.norm.weight", ("core", "final_norm", "scale"), None, None))
   if not m.tie_embeddings:
     rows.append(_Tensor("lm_head.weight", ("core", "lm_head"), None, 1))
@@ -244,11 +248,13 @@ def config_from_hf(hf: dict, where: str, base: Config | None = None,
   The architecture comes from config.json; everything else (training, remat, segment
   length) from `base`. The memory: `memory` when given (fresh), else the folder's own
   `lm2_memory` entry (an exported LM2, read back exactly), else base's (fresh), else none.
-  A fresh memory is built with zero_init, and self-attention is `full`, so the imported
-  model computes exactly the Llama until it is trained.
+  A fresh LM2 memory is built with zero_init, and self-attention is `full`, so the imported
+  model computes exactly the Llama until it is trained. A fresh RMT gets
+  attention_scope=segment, the only scope it runs with (its memory tokens change the
+  logits from the start).
   """
   defaults = base is None
-  base = base or replace(Config(), **{"model.memory": MemoryConfig(enabled=False)})
+  base = base or replace(Config(), **{"model.memory": MemoryConfig(kind="none")})
   arch = _architecture_from_hf(hf, where)
   changes: dict[str, Any] = {f"model.{k}": v for k, v in arch.items()}
   changes["model.compute_dtype"] = compute_dtype
@@ -272,9 +278,10 @@ def config_from_hf(hf: dict, where: str, base: Config | None = None,
                     "model.attention_scope": saved.model.attention_scope})
   else:
     memory = memory if memory is not None else base.model.memory
-    if memory.enabled:
+    if memory.kind == "lm2":
       memory = dataclasses.replace(memory, zero_init=True)
-    changes.update({"model.memory": memory, "model.attention_scope": "full"})
+    changes.update({"model.memory": memory,
+                    "model.attention_scope": "segment" if memory.kind == "rmt" else "full"})
   if defaults:  # no settings given: train on a whole number of the folder's segments
     seg = changes.get("model.segment_len", base.model.segment_len)
     changes["train.seq_len"] = -(-base.train.seq_len // seg) * seg
@@ -319,7 +326,7 @@ def config_to_hf(cfg: Config, dtype: str = "float32", extra: dict | None = None)
       "torch_dtype": dtype,
       "dtype": dtype,
   }
-  if m.memory.enabled:
+  if m.memory.kind != "none":
     out[MEMORY_ENTRY] = {"memory": to_dict(m.memory), "segment_len": m.segment_len,
                          "attention_scope": m.attention_scope}
   out.update(extra or {})
@@ -480,7 +487,8 @@ def load_hf_llama(hf_dir: str, memory: MemoryConfig | None = None,
   used = {row.hf_name for row in table}
   ignorable = lambda n: (n.endswith(_IGNORED_SUFFIXES)
                          or (n == "lm_head.weight" and cfg.model.tie_embeddings)
-                         or (n.startswith(MEMORY_PREFIX) and memory is not None))
+                         or ((n.startswith(MEMORY_PREFIX) or n == RMT_MEMORY)
+                             and memory is not None))
   extra = sorted(n for n in folder.entries if n not in used and not ignorable(n))
   if extra:
     more = f" and {len(extra) - 1} more" if len(extra) > 1 else ""
@@ -596,7 +604,7 @@ def write_hf_llama(cfg: Config, params, out_dir: str, dtype: str = "float32",
     raise ConvertError(f"dtype {dtype!r}: expected one of {sorted(EXPORT_DTYPES)}")
   np_dtype = EXPORT_DTYPES[dtype]
   leaves = dict(_flat_leaves(params))
-  table = tensor_table(cfg.model, with_memory=cfg.model.memory.enabled)
+  table = tensor_table(cfg.model, with_memory=cfg.model.memory.kind != "none")
   itemsize = np.dtype(np_dtype).itemsize
   umask = os.umask(0)
   os.umask(umask)
@@ -670,6 +678,6 @@ def export_hf(checkpoint: str, out_dir: str, dtype: str = "float32",
   return cfg
 
 
-__all__ = ["ConvertError", "MEMORY_ENTRY", "MEMORY_PREFIX",
+__all__ = ["ConvertError", "MEMORY_ENTRY", "MEMORY_PREFIX", "RMT_MEMORY",
            "config_from_hf", "config_to_hf", "export_hf", "import_hf", "load_hf_llama",
            "param_shardings", "parse_size", "tensor_table", "write_hf_llama"]

@@ -380,8 +380,9 @@ def run_memory_map(args, models: list[Model], out: Outputs) -> dict:
   from lm2_jax.evaluation import plots  # pylint: disable=g-import-not-at-top
   for m in models:
     if not m.cfg.model.num_memory_layers:
-      raise EvaluationError(f"memory-map: model {m.name} has no memory "
-                            "(model.memory.enabled=false)")
+      raise EvaluationError(f"memory-map: model {m.name} has no memory bank to read "
+                            f"(model.memory.kind={m.cfg.model.memory.kind}; the maps need "
+                            "kind lm2)")
   entries = []
   for m in models:
     engine = _engine(m, args)

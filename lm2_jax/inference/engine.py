@@ -109,10 +109,13 @@ def estimate_memory(cfg: ModelConfig, num_params: int, batch_size: int,
   activations and one chunk's logits. `cache_len` is ignored for attention_scope=segment."""
   act = _DTYPE_BYTES[cfg.compute_dtype]
   b, seg, d = batch_size, cfg.segment_len, cfg.width
-  slots = seg if cfg.attention_scope == "segment" else int(cache_len)
-  kv = 2 * cfg.num_layers * b * slots * cfg.num_kv_heads * cfg.resolved_head_dim * act
   m, n = cfg.num_memory_layers, cfg.memory.num_slots
+  rmt = cfg.memory.kind == "rmt"
+  slots = seg if cfg.attention_scope == "segment" else int(cache_len)
+  slots += 2 * n if rmt else 0  # RMT: the read tokens, and the write tokens while it writes
+  kv = 2 * cfg.num_layers * b * slots * cfg.num_kv_heads * cfg.resolved_head_dim * act
   mem = (m * b * n * d * 4 + m * b * seg * d * act) if m else 0
+  mem += b * n * d * 4 if rmt else 0
   per_segment = b * seg * (8 * d + 3 * cfg.mlp_width) * act
   per_segment += b * cfg.num_heads * seg * slots * 4  # attention scores
   if m:

@@ -45,7 +45,11 @@ def init_state(cfg: ModelConfig, batch_size: int, max_len: int | None = None) ->
 
   The memory starts at zero here; the model substitutes the initial memory for every row
   whose position is 0, so a learned initial memory needs no access to parameters here.
+  For model.memory.kind=rmt this is the RMT's state (lm2_jax/model/rmt.py).
   """
+  if cfg.memory.kind == "rmt":
+    from lm2_jax.model.rmt import init_rmt_state  # pylint: disable=g-import-not-at-top
+    return init_rmt_state(cfg, batch_size)
   dtype = dtype_of(cfg.compute_dtype)
   if cfg.attention_scope == "segment":
     slots = cfg.segment_len
@@ -295,7 +299,13 @@ class LM2(nn.Module):
 
 
 def build_model(cfg: ModelConfig) -> LM2:
-  """The model for a validated ModelConfig; `init(rng, tokens)`, `apply(variables, tokens)`."""
+  """The model for a validated ModelConfig; `init(rng, tokens)`, `apply(variables, tokens)`.
+
+  model.memory.kind lm2 and none build LM2 (none: no memory blocks), rmt the RMT baseline
+  (lm2_jax/model/rmt.py builds on this module's blocks, hence the late import)."""
+  if cfg.memory.kind == "rmt":
+    from lm2_jax.model.rmt import RMT  # pylint: disable=g-import-not-at-top
+    return RMT(cfg)
   return LM2(cfg)
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from lm2_jax import checkpoint, sharding
 from lm2_jax.config import Config
 from lm2_jax.model.flops import flops_per_token
-from lm2_jax.summary import count_params
+from lm2_jax.summary import count_params, describe_memory
 from lm2_jax.train import distributed, preflight
 from lm2_jax.train.evaluation import Evaluator
 from lm2_jax.train.inputs import TrainInput, eval_batches
@@ -77,11 +77,10 @@ class _Window:
 def _describe(cfg: Config, mesh, peak_note: str) -> list[str]:
   m, t = cfg.model, cfg.train
   counts = count_params(cfg)
-  memory = (f"memory {m.memory.num_slots} slots in {m.num_memory_layers} layers"
-            if m.memory.enabled else "memory off")
   shape = " ".join(f"{a}={mesh.shape[a]}" for a in sharding.MESH_AXES)
   return [
-      f"model: {m.num_layers} layers, width {m.width}, {memory}, segments of {m.segment_len}; "
+      f"model: {m.num_layers} layers, width {m.width}, memory {describe_memory(m)}, segments "
+      f"of {m.segment_len}; "
       f"{counts['total_params']:,} parameters ({counts['memory_params']:,} in the memory)",
       f"mesh: {shape} over {mesh.size} {mesh.devices.flat[0].platform} device(s) in "
       f"{jax.process_count()} process(es); batch {t.batch_size} x up to {t.seq_len} tokens"
