@@ -52,9 +52,9 @@ class MemoryConfig:
   kind: Literal["lm2", "rmt", "none"] = "lm2"
   # LM2: slots of the memory bank; RMT: memory tokens (read and write each).
   num_slots: int = 16
+  # The fields below apply to kind lm2 only.
   # Heads of the memory read and write cross-attentions; width / num_heads per head.
   num_heads: int = 4
-  # The fields below apply to kind lm2 only.
   # Memory in the first `layers` decoder blocks; -1 means all of them (paper's Fig. 5 ablates this).
   layers: int = -1
   # "identity": the first N rows of the identity, fixed; "learned": the same start, trainable.
@@ -403,6 +403,23 @@ def _merge(base: dict, over: dict) -> dict:
   return out
 
 
+def _memory_section(data: dict) -> dict | None:
+  model = data.get("model")
+  memory = model.get("memory") if isinstance(model, dict) else None
+  return memory if isinstance(memory, dict) else None
+
+
+def _drop_replaced_memory_key(data: dict, stated: set[str]):
+  """`model.memory.kind` and its former name `enabled` say one thing: when a later source
+  (a config over its `base:`, the command line over the file) states one of them, the other
+  one from the earlier source goes (`model.memory.enabled=false` on a config that says
+  `kind: lm2`, `model.memory.kind=rmt` on a saved config.yaml that says `enabled: true`)."""
+  memory = _memory_section(data)
+  for key, other in (("kind", "enabled"), ("enabled", "kind")):
+    if memory is not None and key in stated and other not in stated:
+      memory.pop(other, None)
+
+
 def _read_yaml(path: str, seen: tuple[str, ...] = ()) -> dict:
   path = os.path.abspath(path)
   if path in seen:
@@ -422,7 +439,9 @@ def _read_yaml(path: str, seen: tuple[str, ...] = ()) -> dict:
   base = data.pop("base", None)
   if base is not None:
     base_path = os.path.join(os.path.dirname(path), base)
-    data = _merge(_read_yaml(base_path, seen + (path,)), data)
+    base_data = _read_yaml(base_path, seen + (path,))
+    _drop_replaced_memory_key(base_data, set(_memory_section(data) or ()))
+    data = _merge(base_data, data)
   return data
 
 
@@ -558,19 +577,11 @@ def load_config(path: str | None, overrides: Sequence[str] = ()) -> Config:
   `path=None` starts from the defaults.
   """
   data = _read_yaml(path) if path else {}
-  given = set()
-  for item in overrides:
-    parts, value = _parse_override(item)
+  parsed = [_parse_override(item) for item in overrides]
+  _drop_replaced_memory_key(data, {parts[2] for parts, _ in parsed
+                                   if parts[:2] == ["model", "memory"] and len(parts) == 3})
+  for parts, value in parsed:
     _set_dotted(data, parts, value)
-    given.add(".".join(parts))
-  # `kind` and its former name `enabled` say one thing: the one given on the command line
-  # replaces the other from the file (`model.memory.enabled=false` on a config that says
-  # `kind: lm2`, `model.memory.kind=rmt` on a saved config.yaml that says `enabled: true`).
-  pair = ("model.memory.kind", "model.memory.enabled")
-  for key, other in (pair, pair[::-1]):
-    memory = data.get("model", {}).get("memory")
-    if key in given and other not in given and isinstance(memory, dict):
-      memory.pop(other.rsplit(".", 1)[1], None)
   return from_dict(data)
 
 

@@ -80,6 +80,8 @@ def test_memory_kind_and_its_former_name_enabled(tmp_path):
   assert load_config(on, ["model.memory.enabled=false"]).model.memory.kind == "none"
   tiny = load_config("configs/tiny.yaml", ["model.memory.enabled=false"])
   assert tiny.model.memory.kind == "none"
+  child = write(tmp_path, "child.yaml", "base: off.yaml\nmodel:\n  memory:\n    kind: rmt\n")
+  assert load_config(child).model.memory.kind == "rmt"
   both = write(tmp_path, "both.yaml", "model:\n  memory:\n    enabled: true\n    kind: rmt\n")
   assert load_config(both).model.memory.kind == "rmt"
   clash = write(tmp_path, "clash.yaml", "model:\n  memory:\n    enabled: true\n    kind: none\n")
