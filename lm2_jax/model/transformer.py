@@ -42,6 +42,7 @@ class DecodeState:
   u_MxBxSxD: Array        # normalised layer inputs of the current segment (for the write)
 
 
+
 def init_state(cfg: ModelConfig, batch_size: int, max_len: int | None = None) -> DecodeState:
   """A fresh state. `max_len` bounds the sequence length for attention_scope=full.
 
@@ -381,6 +382,15 @@ def build_model(cfg: ModelConfig) -> LM2:
 def _abstract_params(cfg: ModelConfig):
   tokens = jax.ShapeDtypeStruct((1, cfg.segment_len), jnp.int32)
   return jax.eval_shape(lambda t: build_model(cfg).init(jax.random.key(0), t), tokens)
+
+
+# The modules (and the parameter) of the memory bank, by their names in the parameter tree.
+MEMORY_MODULES = ("memory_read", "memory_write", "memory_init")
+
+
+def is_memory_param(path) -> bool:
+  """Whether a parameter (by its tree path) belongs to the memory bank."""
+  return any(getattr(k, "key", None) in MEMORY_MODULES for k in path)
 
 
 def abstract_variables(cfg: ModelConfig):
