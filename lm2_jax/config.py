@@ -132,7 +132,7 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class CurriculumConfig:
-  """How many segments a training batch spans (docs/training.md, MEMORY-TRAINING-NOTES.md).
+  """How many segments a training batch spans (docs/training.md, "Curriculum").
 
   Recurrent-memory models trained on one fixed length do not extrapolate, and starting with
   many segments learns slowly; so each batch draws its number of segments uniformly from

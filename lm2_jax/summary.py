@@ -16,16 +16,8 @@ import sys
 import jax
 
 from lm2_jax.config import Config, ConfigError, ModelConfig, load_config, replace, validate
-from lm2_jax.model import abstract_variables
+from lm2_jax.model import abstract_variables, is_memory_param
 from lm2_jax.model.flops import flops_per_token
-
-
-MEMORY_MODULES = ("memory_read", "memory_write", "memory_init")
-
-
-def is_memory_param(path) -> bool:
-  """Whether a parameter (by its tree path) belongs to the memory bank."""
-  return any(getattr(k, "key", None) in MEMORY_MODULES for k in path)
 
 
 def count_params(cfg: Config) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -65,16 +66,27 @@ def test_memory_carries_information_across_segments(memory):
     np.testing.assert_array_equal(a, b)
 
 
+def _row(state, b):
+  """Row b of every field of a DecodeState (positions are [B], the rest [layers, B, ...])."""
+  return [np.asarray(state.pos_B[b])] + [np.asarray(a[:, b]) for a in jax.tree.leaves(state)[1:]]
+
+
 @pytest.mark.parametrize("scope", ["segment", "full"])
 @pytest.mark.parametrize("recurrence", ["chain", "per_layer"])
 def test_streaming_equals_one_shot(scope, recurrence):
-  cfg, model = make(scope, **{"model.memory.write_recurrence": recurrence,
-                              "model.memory.init": "learned", "model.memory.layers": 1,
-                              "model.num_layers": 3})
+  # Three memory layers: with one, the chain and the per-layer recurrence are the same
+  # computation and this test could not tell them apart.
+  over = {"model.memory.init": "learned", "model.memory.layers": 3, "model.num_layers": 4}
+  cfg, model = make(scope, **{"model.memory.write_recurrence": recurrence, **over})
   t = SEG * 3 + 5  # the last segment is partial
   tokens = random_tokens(cfg, 2, t)
   variables = init(model, 0, tokens)
-  one_shot = np.asarray(model.apply(variables, tokens))
+  one_shot = np.asarray(jitted(model)(variables, tokens))
+  other = "per_layer" if recurrence == "chain" else "chain"
+  _, other_model = make(scope, **{"model.memory.write_recurrence": other, **over})
+  other_shot = np.asarray(jitted(other_model)(variables, tokens))
+  np.testing.assert_array_equal(other_shot[:, :SEG], one_shot[:, :SEG])  # same first read
+  assert np.abs(other_shot[:, SEG:] - one_shot[:, SEG:]).max() > 1e-3
   max_len = SEG * 4
   # Segment by segment through the scanned prefill.
   state = init_state(cfg, 2, max_len)
@@ -95,21 +107,98 @@ def test_streaming_equals_one_shot(scope, recurrence):
   assert int(state.pos_B[0]) == t
 
 
-def test_prefill_with_ragged_rows_matches_each_row():
-  cfg, model = make("segment")
-  tokens = random_tokens(cfg, 2, SEG * 2)
+@pytest.mark.parametrize("scope", ["segment", "full"])
+def test_ragged_prefill_leaves_each_row_as_if_alone_and_later_chunks_agree(scope):
+  """A row that ends mid-segment idles through the longer rows' later segments; its state
+  must be untouched by them, and the chunk that later completes its segment (writing the
+  memory from the buffered inputs) must agree with the row run alone."""
+  cfg, model = make(scope)
+  tokens = random_tokens(cfg, 2, SEG * 3)
+  more = random_tokens(cfg, 2, 6, seed=2)
   variables = init(model, 0, tokens)
-  lengths = jnp.array([SEG * 2, SEG + 3])
-  prefill = jitted(model, "prefill")
-  _, state = prefill(variables, tokens, init_state(cfg, 2), lengths)
-  _, alone = prefill(variables, tokens[1:, :SEG + 3], init_state(cfg, 1))
-  np.testing.assert_array_equal(np.asarray(state.pos_B), [SEG * 2, SEG + 3])
-  np.testing.assert_allclose(state.memory_MxBxNxD[:, 1], alone.memory_MxBxNxD[:, 0], atol=1e-6)
-  nxt = tokens[:, :1]
-  step = jitted(model, "step")
-  a, _ = step(variables, nxt, state)
-  b, _ = step(variables, nxt[1:], alone)
-  np.testing.assert_allclose(a[1], b[0], atol=1e-5)
+  prefill, step = jitted(model, "prefill"), jitted(model, "step")
+  max_len = SEG * 5
+  short = SEG + 3
+  logits, state = prefill(variables, tokens, init_state(cfg, 2, max_len),
+                          jnp.array([SEG * 3, short]))
+  logits_alone, alone = prefill(variables, tokens[1:, :short], init_state(cfg, 1, max_len))
+  np.testing.assert_array_equal(np.asarray(state.pos_B), [SEG * 3, short])
+  np.testing.assert_allclose(logits[1, :short], logits_alone[0], rtol=1e-5, atol=1e-5)
+  for a, b in zip(_row(state, 1), _row(alone, 0)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  # Five tokens complete the short row's segment (a memory write), then one more token.
+  for chunk in (more[:, :5], more[:, 5:]):
+    a, state = step(variables, chunk, state)
+    b, alone = step(variables, chunk[1:], alone)
+    np.testing.assert_allclose(a[1], b[0], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(state.memory_MxBxNxD[:, 1], alone.memory_MxBxNxD[:, 0],
+                             rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scope", ["segment", "full"])
+def test_chunks_that_cross_segment_boundaries_are_split(scope):
+  """`step` takes chunks of any length from any position (longer than a segment too) and
+  `prefill` starts from a row in the middle of a segment: both write the memory at every
+  boundary they cross, as the one-shot forward does."""
+  cfg, model = make(scope)
+  t = SEG * 5 + 3
+  tokens = random_tokens(cfg, 2, t)
+  variables = init(model, 0, tokens)
+  one_shot = np.asarray(jitted(model)(variables, tokens))
+  _, whole = jitted(model, "prefill")(variables, tokens, init_state(cfg, 2, SEG * 6))
+  state = init_state(cfg, 2, SEG * 6)
+  step, prefill = jitted(model, "step"), jitted(model, "prefill")
+  parts = []
+  for a, b in ((0, 3), (3, 10), (10, 10 + SEG + 5)):  # within, across one, across two
+    logits, state = step(variables, tokens[:, a:b], state)
+    parts.append(np.asarray(logits))
+  logits, state = prefill(variables, tokens[:, 10 + SEG + 5:], state)  # from mid-segment
+  parts.append(np.asarray(logits))
+  np.testing.assert_allclose(np.concatenate(parts, 1), one_shot, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(state.pos_B), [t, t])
+  np.testing.assert_allclose(state.memory_MxBxNxD, whole.memory_MxBxNxD, rtol=1e-5, atol=1e-5)
+  # Rows at different offsets in one call: each is split where its own segment ends.
+  state = init_state(cfg, 2, SEG * 6)
+  _, state = prefill(variables, tokens[:, :SEG + 2], state, jnp.array([SEG + 2, 5]))
+  logits, state = step(variables, tokens[:, SEG + 2:SEG * 2 + 2], state)
+  _, alone = prefill(variables, tokens[1:, :5], init_state(cfg, 1, SEG * 6))
+  alone_logits, alone = step(variables, tokens[1:, SEG + 2:SEG * 2 + 2], alone)
+  np.testing.assert_allclose(logits[0], one_shot[0, SEG + 2:SEG * 2 + 2], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(logits[1], alone_logits[0], rtol=1e-5, atol=1e-5)
+  for a, b in zip(_row(state, 1), _row(alone, 0)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_truncated_backprop_cuts_at_multiples_of_truncate_every_only():
+  """truncate_every=k stops the gradient through the memory at segment boundaries k, 2k, ...
+  but not at the start: the learned initial memory is trained."""
+  cfg, model = make("segment", **{"model.memory.init": "learned",
+                                  "model.tie_embeddings": "false"})
+  # Segments 0-1 use token ids below 128, segments 2-3 the others: with untied embeddings
+  # the embedding rows below 128 get a gradient from a loss on segments 2-3 only through
+  # the memory carried across boundaries 1 and 2.
+  early = jax.random.randint(jax.random.key(1), (2, 2 * SEG), 0, 128)
+  late = jax.random.randint(jax.random.key(2), (2, 2 * SEG), 128, cfg.vocab_size)
+  tokens = jnp.concatenate([early, late], axis=1)
+  params = nn.unbox(init(model, 0, tokens)["params"])
+
+  @functools.partial(jax.jit, static_argnums=(1, 2))
+  def grads(p, truncate_every, first_segment):
+    def loss(p):
+      logits = model.apply({"params": p}, tokens[:, :-1], truncate_every=truncate_every)
+      ce = optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:])
+      return ce[:, first_segment * SEG:].sum()
+    g = jax.grad(loss)(p)["core"]
+    return jnp.abs(g["memory_init"]).max(), jnp.abs(g["embedding"][:128]).max()
+
+  init_0, early_0 = grads(params, 0, 2)
+  init_2, early_2 = grads(params, 2, 2)   # cut at boundary 2 only
+  init_3, early_3 = grads(params, 3, 2)   # cut at boundary 3: segment 2 still reaches back
+  assert float(init_0) > 0 and float(early_0) > 0
+  assert float(init_2) == 0 and float(early_2) == 0
+  assert float(init_3) > 0 and float(early_3) > 0
+  # A loss from segment 1 on reaches the initial memory across boundary 1, which k=2 keeps.
+  assert float(grads(params, 2, 1)[0]) > 0
 
 
 @pytest.mark.parametrize("scope", ["segment", "full"])
@@ -186,12 +275,20 @@ def test_remat_policies_compute_the_same_values_and_gradients(policy):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_bfloat16_compute_is_close_to_float32():
+def test_bfloat16_compute_keeps_a_float32_memory_over_many_segments():
+  """bfloat16 activations, float32 memory: the recurrence over segments must not drift."""
   cfg, model = make("segment")
-  tokens = random_tokens(cfg, 2, SEG * 2)
+  segments = 12
+  tokens = random_tokens(cfg, 2, SEG * segments)
   variables = init(model, 0, tokens)
-  _, bf16 = make("segment", **{"model.compute_dtype": "bfloat16"})
-  a = jitted(model)(variables, tokens)
-  b = jitted(bf16)(variables, tokens)
+  bf16_cfg, bf16 = make("segment", **{"model.compute_dtype": "bfloat16"})
+  prefill = lambda m, c: jitted(m, "prefill")(variables, tokens, init_state(c, 2))
+  a, state = prefill(model, cfg)
+  b, bf16_state = prefill(bf16, bf16_cfg)
   assert b.dtype == jnp.float32
-  assert float(jnp.abs(a - b).max()) < 0.05
+  assert bf16_state.memory_MxBxNxD.dtype == jnp.float32
+  assert bf16_state.u_MxBxSxD.dtype == jnp.bfloat16
+  per_segment = np.abs(np.asarray(a - b)).reshape(2, segments, SEG, -1).max(axis=(0, 2, 3))
+  assert per_segment.max() < 0.05, per_segment
+  memory, bf16_memory = np.asarray(state.memory_MxBxNxD), np.asarray(bf16_state.memory_MxBxNxD)
+  assert np.abs(memory - bf16_memory).max() < 0.02 * np.abs(memory).max()

@@ -62,6 +62,14 @@ def test_weight_decay_skips_masked_leaves_and_clipping_bounds_the_update():
   np.testing.assert_allclose(updates["w"], -0.5)            # decay only: -lr * wd * w
   np.testing.assert_allclose(updates["norm"]["scale"], 0.0)
   np.testing.assert_allclose(updates["g_bias"], 0.0)
+  # Adam normalises its update, so clipping shows in what Adam accumulates: the first
+  # moment after one step is (1 - b1) times the gradient Adam was given.
   huge = jax.tree.map(lambda p: 1e6 * jnp.ones_like(p), params)
-  clipped = optax.clip_by_global_norm(1.0).update(huge, None)[0]
-  assert float(optax.tree.norm(clipped)) == pytest.approx(1.0)
+
+  def first_moment(tx):
+    _, state = tx.update(huge, tx.init(params), params)
+    return float(optax.tree.norm(optax.tree_utils.tree_get(state, "mu")))
+
+  assert first_moment(tx) == pytest.approx(1.0 - t.adam_b1, rel=1e-5)
+  unclipped = optim.make_optimizer(_train("train.grad_clip=0.0"))
+  assert first_moment(unclipped) == pytest.approx((1.0 - t.adam_b1) * 1e6 * 3, rel=1e-5)

@@ -45,7 +45,7 @@ from lm2_jax.data.errors import DataError
 from lm2_jax.data.tokenizers import load_tokenizer
 from lm2_jax.model import abstract_variables, build_model
 from lm2_jax.sharding import logical_shardings
-from lm2_jax.summary import is_memory_param
+from lm2_jax.model import is_memory_param
 
 CONFIG_JSON = "config.json"
 INDEX_JSON = "model.safetensors.index.json"

@@ -114,11 +114,6 @@ class DocumentSource:
   def __len__(self) -> int:
     return int(self._starts[-1])
 
-  def locate(self, i: int) -> tuple[str, int]:
-    """(file, record number within it) of document ``i``: for messages and logs."""
-    f = int(np.searchsorted(self._starts, i, side="right")) - 1
-    return self.files[f], int(i - self._starts[f])
-
   def describe(self, i: int) -> str:
     f = int(np.searchsorted(self._starts, i, side="right")) - 1
     path, k = self.files[f], int(i - self._starts[f])

@@ -12,7 +12,6 @@ after an interruption reuses the rows already there and generates only the rest.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 
@@ -230,8 +229,3 @@ def format_table1(models: dict[str, dict], title: str = "") -> str:
   title = title or (f"BABILong accuracy (%, published rule; {counts} samples per cell; "
                     "95% intervals and the word rule in the JSON)")
   return format_table(header, rows, title)
-
-
-def ci_halfwidth(cell: dict) -> float:
-  lo, hi = cell["ci95"]
-  return (hi - lo) / 2 if not math.isnan(hi - lo) else 0.0

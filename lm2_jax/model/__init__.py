@@ -3,7 +3,7 @@
 
 from lm2_jax.model.rmt import RMT, RMTState
 from lm2_jax.model.transformer import (LM2, DecodeState, abstract_variables, build_model,
-                                       init_state)
+                                       init_state, is_memory_param)
 
 __all__ = ["LM2", "RMT", "DecodeState", "RMTState", "abstract_variables", "build_model",
-           "init_state"]
+           "init_state", "is_memory_param"]

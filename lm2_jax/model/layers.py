@@ -120,21 +120,33 @@ def attend(q_BxTxHxK: Array, k_BxSxGxK: Array, v_BxSxGxK: Array,
   return out.reshape(b, t, h, k)
 
 
-def update_rows(cache_BxSx: Array, new_BxCx: Array, start_B: Array) -> Array:
-  """Write new[b] into cache[b, start[b]:start[b]+C] for every row b (per-row offsets)."""
+def update_rows(cache_BxSx: Array, new_BxCx: Array, start_B: Array, count_B: Array) -> Array:
+  """Write new[b, :count[b]] into cache[b, start[b]:start[b]+count[b]] for every row b.
 
-  def one(c, n, s):
-    return jax.lax.dynamic_update_slice_in_dim(c, n.astype(c.dtype), s, axis=0)
+  Only the first count[b] entries of a row are written (right padding is dropped), so a
+  row that has ended mid-segment is left untouched by the padding of later chunks. A
+  dynamic_update_slice of all C entries would clamp its start to S - C whenever
+  start + C > S and overwrite that row's real entries with padding.
+  """
+  s, c = cache_BxSx.shape[1], new_BxCx.shape[1]
+  i_C = jnp.arange(c, dtype=jnp.int32)
 
-  return jax.vmap(one)(cache_BxSx, new_BxCx, start_B)
+  def one(cache, new, start, count):
+    # Padding goes to distinct indices past the end, which "drop" discards; the indices
+    # stay sorted and unique, so XLA can emit a plain strided write.
+    idx = jnp.where(i_C < count, start + i_C, s + i_C)
+    return cache.at[idx].set(new.astype(cache.dtype), mode="drop", indices_are_sorted=True,
+                             unique_indices=True)
+
+  return jax.vmap(one)(cache_BxSx, new_BxCx, start_B, count_B)
 
 
 class SelfAttention(nn.Module):
   """Causal grouped-query self-attention over a key/value cache.
 
-  The chunk's keys and values are written into the cache at `cache_start` (per row) and
-  every query attends to the cache slots the mask allows; the same code serves a whole
-  segment at once, a prompt chunk, or one decoded token.
+  The chunk's first `count` keys and values (per row) are written into the cache at
+  `cache_start` and every query attends to the cache slots the mask allows; the same code
+  serves a whole segment at once, a prompt chunk, or one decoded token.
   """
 
   cfg: ModelConfig
@@ -142,7 +154,7 @@ class SelfAttention(nn.Module):
 
   @nn.compact
   def __call__(self, u_BxCxD: Array, cos: Array, sin: Array, k_cache: Array, v_cache: Array,
-               cache_start_B: Array, mask_BxCxS: Array):
+               cache_start_B: Array, count_B: Array, mask_BxCxS: Array):
     cfg = self.cfg
     d, h, g, k = cfg.width, cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim
     init = normal(cfg.initializer_std)
@@ -157,8 +169,8 @@ class SelfAttention(nn.Module):
     q = checkpoint_name(apply_rope(q, cos, sin), "qkv")
     kk = checkpoint_name(apply_rope(kk, cos, sin), "qkv")
     vv = checkpoint_name(vv, "qkv")
-    k_cache = update_rows(k_cache, kk, cache_start_B)
-    v_cache = update_rows(v_cache, vv, cache_start_B)
+    k_cache = update_rows(k_cache, kk, cache_start_B, count_B)
+    v_cache = update_rows(v_cache, vv, cache_start_B, count_B)
     out = attend(q, k_cache, v_cache, mask_BxCxS)
     out = jnp.einsum("bchk,hkd->bcd", out, wo.astype(self.dtype))
     return out, k_cache, v_cache

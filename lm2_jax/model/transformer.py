@@ -4,7 +4,9 @@ One code path serves training, streaming and decoding: `Core` consumes a chunk o
 that lies within one segment (a whole segment, part of a prompt, or one decoded token),
 updates a `DecodeState` (key/value caches, the per-layer memory, the current segment's
 normalised inputs, positions) and writes the memory when a row completes its segment.
-`LM2.__call__` scans `Core` over the segments of a sequence.
+`LM2.__call__` scans `Core` over the segments of a sequence; `LM2.prefill` and `LM2.step`
+accept rows anywhere in a segment and cut what they are given at each row's segment
+boundaries, so that no memory write is ever skipped.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class DecodeState:
   v_cache_LxBxKxGxH: Array
   memory_MxBxNxD: Array   # float32; memory after the last completed segment
   u_MxBxSxD: Array        # normalised layer inputs of the current segment (for the write)
+
 
 
 def init_state(cfg: ModelConfig, batch_size: int, max_len: int | None = None) -> DecodeState:
@@ -77,6 +80,7 @@ class _ChunkContext:
   cos: Array
   sin: Array
   cache_start_B: Array
+  count_B: Array          # the chunk's real tokens per row (a prefix; the rest is padding)
   mask_BxCxK: Array
   seg_start_B: Array      # where the chunk starts inside its segment
   seg_valid_BxS: Array    # which positions of the current segment hold tokens after the chunk
@@ -103,11 +107,11 @@ class DecoderBlock(nn.Module):
                                        "activation_embed"))
     u = RMSNorm(cfg.norm_eps, dtype, name="attn_norm")(x)
     attn, k_cache, v_cache = SelfAttention(cfg, dtype, name="attn")(
-        u, ctx.cos, ctx.sin, k_cache, v_cache, ctx.cache_start_B, ctx.mask_BxCxK)
+        u, ctx.cos, ctx.sin, k_cache, v_cache, ctx.cache_start_B, ctx.count_B, ctx.mask_BxCxK)
     h = x + attn
     if self.has_memory:
       h = h + MemoryRead(cfg, dtype, name="memory_read")(u, memory)
-      u_seg = update_rows(u_seg, u, ctx.seg_start_B)
+      u_seg = update_rows(u_seg, u, ctx.seg_start_B, ctx.count_B)
       prev = chain if cfg.memory.write_recurrence == "chain" else memory
 
       def write(mdl, prev, u_seg, memory):
@@ -197,20 +201,27 @@ class Core(nn.Module):
     mask = jnp.arange(slots, dtype=jnp.int32)[None, None, :] <= q_idx_BxC[:, :, None]
     cos, sin = rope_tables(q_idx_BxC, rope_inv_freq(cfg.resolved_head_dim, cfg.rope_theta,
                                                      cfg.rope_scaling))
-    filled_B = seg_start_B + valid_BxC.sum(-1).astype(jnp.int32)
+    count_B = valid_BxC.sum(-1).astype(jnp.int32)
+    filled_B = seg_start_B + count_B
     seg_valid = jnp.arange(seg, dtype=jnp.int32)[None, :] < filled_B[:, None]
-    return _ChunkContext(cos=cos, sin=sin, cache_start_B=cache_start_B, mask_BxCxK=mask,
+    return _ChunkContext(cos=cos, sin=sin, cache_start_B=cache_start_B, count_B=count_B,
+                         mask_BxCxK=mask,
                          seg_start_B=seg_start_B, seg_valid_BxS=seg_valid,
                          write_B=filled_B == seg)
 
   def __call__(self, state: DecodeState, chunk, truncate_every: int = 0):
     """(state, (tokens_BxC, valid_BxC)) -> (state, logits_BxCxV float32).
 
-    The chunk must not cross a segment boundary: pos % segment_len + C <= segment_len.
-    Only the first valid_BxC.sum(-1) tokens of a row count (right padding).
+    The chunk must not cross a segment boundary: pos % segment_len + (real tokens) <=
+    segment_len, or that segment's memory write would never happen (`LM2.step` and
+    `LM2.prefill` cut chunks to guarantee it). Only the first valid_BxC.sum(-1) tokens of a
+    row count (right padding).
     """
     tokens_BxC, valid_BxC = chunk
     cfg = self.cfg
+    if tokens_BxC.shape[1] > cfg.segment_len:
+      raise ValueError(f"Core: a chunk of {tokens_BxC.shape[1]} tokens is longer than a "
+                       f"segment (model.segment_len={cfg.segment_len}); LM2.step cuts it")
     dtype = dtype_of(cfg.compute_dtype)
     ctx = self._context(state, valid_BxC)
     m = cfg.num_memory_layers
@@ -223,8 +234,10 @@ class Core(nn.Module):
                          memory)
       if truncate_every:
         # Truncated back-propagation through time: no gradient flows into the memory
-        # across every truncate_every-th segment boundary.
-        cut = (state.pos_B // cfg.segment_len) % truncate_every == 0
+        # across the segment boundaries k * truncate_every, k >= 1. Not at segment 0: there
+        # the memory is the initial one, and a learned memory_init must get its gradient.
+        segment_B = state.pos_B // cfg.segment_len
+        cut = (segment_B % truncate_every == 0) & (segment_B > 0)
         memory = jnp.where(cut[None, :, None, None], jax.lax.stop_gradient(memory), memory)
       (x, _), (k_m, v_m, memory, u_seg) = self.memory_blocks(
           (x, memory[m - 1]), (kc[:m], vc[:m], memory, u_seg), ctx)
@@ -264,37 +277,104 @@ class LM2(nn.Module):
     """One-shot forward over whole sequences (any T; the last segment may be partial)."""
     b, t = tokens_BxT.shape
     seg = self.cfg.segment_len
-    padded = -(-t // seg) * seg
-    state = init_state(self.cfg, b, padded)
-    logits, _ = self.prefill(tokens_BxT, state, truncate_every=truncate_every)
-    return logits
+    s = -(-t // seg)
+    state = init_state(self.cfg, b, s * seg)
+    # A fresh state is at a segment boundary: the segments are the plain reshape.
+    tokens = jnp.pad(tokens_BxT, ((0, 0), (0, s * seg - t)))
+    valid = jnp.broadcast_to(jnp.arange(s * seg) < t, tokens.shape)
+    to_segments = lambda a: a.reshape(b, s, seg).transpose(1, 0, 2)
+    _, logits_SxBxCxV = _scan_segments(self.core, state, to_segments(tokens),
+                                       to_segments(valid), truncate_every)
+    return logits_SxBxCxV.transpose(1, 0, 2, 3).reshape(b, s * seg, -1)[:, :t]
+
+  def _branches(self) -> bool:
+    """Whether optional chunks may be skipped by a runtime branch (nn.cond): not while
+    initialising or collecting intermediates, whose structure must not depend on data."""
+    return not (self.is_initializing() or self.is_mutable_collection("intermediates"))
+
+  def _maybe(self, state: DecodeState, tokens_BxC: Array, valid_BxC: Array,
+             truncate_every: int = 0) -> tuple[DecodeState, Array]:
+    """Core on a chunk that may hold no real token at all, skipped at run time if so."""
+    if not self._branches():
+      return self.core(state, (tokens_BxC, valid_BxC), truncate_every)
+    b, c = tokens_BxC.shape
+    return nn.cond(jnp.any(valid_BxC),
+                   lambda mdl, st, x, v: mdl.core(st, (x, v), truncate_every),
+                   lambda mdl, st, x, v: (st, jnp.zeros((b, c, self.cfg.vocab_size),
+                                                        jnp.float32)),
+                   self, state, tokens_BxC, valid_BxC)
 
   def prefill(self, tokens_BxT: Array, state: DecodeState, lengths_B: Array | None = None,
               truncate_every: int = 0) -> tuple[Array, DecodeState]:
-    """Consume whole sequences segment by segment from `state` (rows at segment boundaries).
+    """Consume whole sequences segment by segment from `state`; logits_BxTxV and the state.
 
-    Rows may hold fewer tokens than T (`lengths_B`, right padding); the returned state
-    then reflects only each row's real tokens. Returns logits_BxTxV and the new state.
+    Rows may hold fewer tokens than T (`lengths_B`, right padding): the returned state then
+    reflects only each row's real tokens. A row may start in the middle of a segment: its
+    first chunk ends at its next boundary, the others are whole segments, so each row gets
+    one more chunk than T tokens need, skipped at run time when no row reaches it.
     """
     b, t = tokens_BxT.shape
     seg = self.cfg.segment_len
-    s = -(-t // seg)
-    pad = s * seg - t
+    s = -(-t // seg) + 1
     lengths_B = jnp.full((b,), t, jnp.int32) if lengths_B is None else lengths_B
-    tokens = jnp.pad(tokens_BxT, ((0, 0), (0, pad)))
-    valid = jnp.arange(s * seg)[None, :] < lengths_B[:, None]
+    offset_B = state.pos_B % seg
+    # Chunk k, position i of a row holds its token i (k = 0, up to its boundary) or its
+    # token k * seg + i - offset (k >= 1).
+    flat_P = jnp.arange(s * seg, dtype=jnp.int32)
+    first_P = flat_P < seg
+    src_BxP = jnp.where(first_P[None], flat_P[None], flat_P[None] - offset_B[:, None])
+    valid_BxP = ((~first_P[None]) | (flat_P[None] < seg - offset_B[:, None])) & (
+        src_BxP < lengths_B[:, None])
+    tokens = jnp.take_along_axis(tokens_BxT, jnp.clip(src_BxP, 0, t - 1), axis=1)
     to_segments = lambda a: a.reshape(b, s, seg).transpose(1, 0, 2)
-    state, logits_SxBxCxV = _scan_segments(self.core, state, to_segments(tokens),
-                                           to_segments(valid), truncate_every)
-    logits = logits_SxBxCxV.transpose(1, 0, 2, 3).reshape(b, s * seg, -1)[:, :t]
+    tokens_SxBxC, valid_SxBxC = to_segments(tokens), to_segments(valid_BxP)
+    state, logits_SxBxCxV = _scan_segments(self.core, state, tokens_SxBxC[:-1],
+                                           valid_SxBxC[:-1], truncate_every)
+    state, extra_BxCxV = self._maybe(state, tokens_SxBxC[-1], valid_SxBxC[-1], truncate_every)
+    main_BxPxV = logits_SxBxCxV.transpose(1, 0, 2, 3).reshape(b, (s - 1) * seg, -1)
+
+    def realign():  # token j's logits sit at chunk position j (first chunk) or j + offset
+      j_T = jnp.arange(t, dtype=jnp.int32)[None]
+      dst_BxT = jnp.where(j_T < seg - offset_B[:, None], j_T, j_T + offset_B[:, None])
+      both = jnp.concatenate([main_BxPxV, extra_BxCxV], axis=1)
+      return jnp.take_along_axis(both, dst_BxT[..., None], axis=1)
+
+    if not self._branches():
+      return realign(), state
+    logits = jax.lax.cond(jnp.any(offset_B > 0), realign, lambda: main_BxPxV[:, :t])
     return logits, state
 
   def step(self, tokens_BxC: Array, state: DecodeState,
            valid_BxC: Array | None = None) -> tuple[Array, DecodeState]:
-    """Consume one chunk that stays within each row's current segment (e.g. one token)."""
-    if valid_BxC is None:
-      valid_BxC = jnp.ones(tokens_BxC.shape, bool)
-    state, logits = self.core(state, (tokens_BxC, valid_BxC))
+    """Consume one chunk per row from wherever the row stands: one decoded token, or more.
+
+    `valid_BxC` marks each row's real tokens (a prefix: right padding). A chunk that crosses
+    segment boundaries is consumed in pieces that end at each row's boundaries, so the
+    memory is written at every boundary; a piece that no row needs is skipped at run time,
+    and a one-token chunk is always one piece.
+    """
+    b, c = tokens_BxC.shape
+    seg = self.cfg.segment_len
+    w = min(c, seg)  # tokens per piece
+    count_B = (jnp.full((b,), c, jnp.int32) if valid_BxC is None
+               else valid_BxC.sum(-1).astype(jnp.int32))
+    i_W, i_C = jnp.arange(w, dtype=jnp.int32)[None], jnp.arange(c, dtype=jnp.int32)[None]
+    done_B = jnp.zeros((b,), jnp.int32)
+    logits = None
+    for piece in range((seg + c - 2) // seg + 1):  # the most segments c tokens can touch
+      n_B = jnp.minimum(count_B - done_B, seg - state.pos_B % seg)
+      tokens = jnp.take_along_axis(tokens_BxC, jnp.minimum(done_B[:, None] + i_W, c - 1), axis=1)
+      if piece == 0:
+        state, out = self.core(state, (tokens, i_W < n_B[:, None]))
+        logits = out if w == c else jnp.zeros((b, c, out.shape[-1]), out.dtype)
+      else:
+        state, out = self._maybe(state, tokens, i_W < n_B[:, None])
+      if piece or w < c:  # place the piece's logits at its tokens' places in the chunk
+        mine = (i_C >= done_B[:, None]) & (i_C < (done_B + n_B)[:, None])
+        src = jnp.clip(i_C - done_B[:, None], 0, w - 1)
+        logits = jnp.where(mine[..., None], jnp.take_along_axis(out, src[..., None], axis=1),
+                           logits)
+      done_B = done_B + n_B
     return logits, state
 
 
@@ -313,6 +393,15 @@ def build_model(cfg: ModelConfig) -> LM2:
 def _abstract_params(cfg: ModelConfig):
   tokens = jax.ShapeDtypeStruct((1, cfg.segment_len), jnp.int32)
   return jax.eval_shape(lambda t: build_model(cfg).init(jax.random.key(0), t), tokens)
+
+
+# The modules (and the parameter) of the memory bank, by their names in the parameter tree.
+MEMORY_MODULES = ("memory_read", "memory_write", "memory_init")
+
+
+def is_memory_param(path) -> bool:
+  """Whether a parameter (by its tree path) belongs to the memory bank."""
+  return any(getattr(k, "key", None) in MEMORY_MODULES for k in path)
 
 
 def abstract_variables(cfg: ModelConfig):

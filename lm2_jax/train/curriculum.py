@@ -3,9 +3,9 @@
 Stage s (steps s*stage_steps .. (s+1)*stage_steps - 1) has a ceiling max_segments[s]; each
 batch draws its count uniformly from min_segments..ceiling. The draw is a pure function of
 (seed, step), so every host picks the same length for a step (their batches must agree in
-shape) and a resumed run draws what the interrupted one would have. MEMORY-TRAINING-NOTES.md
-shows why: a fixed count does not extrapolate to longer inputs, random counts up to a
-growing ceiling do.
+shape) and a resumed run draws what the interrupted one would have. Why random counts: a
+fixed count does not extrapolate to longer inputs, random counts up to a growing ceiling do
+(docs/training.md, "Curriculum", gives the measurement).
 """
 
 from __future__ import annotations

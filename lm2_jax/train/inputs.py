@@ -99,10 +99,6 @@ class TrainInput(grain.DatasetIterator):
       self._streams[segments] = iter(ds)
     return self._streams[segments]
 
-  def next_seq_len(self) -> int:
-    """Model input length of the batch `next()` returns."""
-    return self.curriculum.seq_len(self.step)
-
   def __next__(self) -> Batch:
     batch = next(self._stream(self.curriculum.segments(self.step)))
     self.step += 1
