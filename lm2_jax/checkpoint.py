@@ -203,8 +203,8 @@ def verify_checksums(saved: dict | None, tree: Any, item: str, where: str) -> No
   bad = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
   if bad:
     shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-    raise CheckpointError(f"{where}: {item} {shown} do(es) not match the checksum written "
-                          "at save time (the files were damaged after saving)")
+    raise CheckpointError(f"{where}: {item} {shown} differ{'s' if len(bad) == 1 else ''} "
+                          "from the checksum written at save time (damaged after saving)")
 
 
 def check_shapes(target, saved, where: str):
@@ -355,9 +355,9 @@ def restore_train_state(mngr: ocp.CheckpointManager, workdir: str, target_params
                          where)
     except Exception as e:  # orbax/tensorstore raise many kinds for damaged files
       failed.append(step)
+      first = (str(e).splitlines() or [""])[0].split(" See full TensorStore")[0][:200]
       reason = (str(e)[len(where) + 2:] if isinstance(e, CheckpointError) else
-                f"cannot be restored ({type(e).__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else ''})")
+                f"cannot be restored ({type(e).__name__}: {first})")
       if primary:
         skip_checkpoint(workdir, str(step), reason)
       mngr.reload()
