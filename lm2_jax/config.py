@@ -420,17 +420,32 @@ def _drop_replaced_memory_key(data: dict, stated: set[str]):
       memory.pop(other, None)
 
 
+def _yaml_problem(e: yaml.YAMLError) -> str:
+  """A YAML error in one line: what is wrong and where (PyYAML's own text spans lines)."""
+  mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+  what = getattr(e, "problem", None) or getattr(e, "context", None) or str(e)
+  where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+  return " ".join(f"{what}{where}".split())
+
+
 def _read_yaml(path: str, seen: tuple[str, ...] = ()) -> dict:
   path = os.path.abspath(path)
   if path in seen:
     raise ConfigError(f"{path}: `base:` includes form a cycle: {' -> '.join(seen + (path,))}")
   try:
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
       data = yaml.safe_load(f)
   except FileNotFoundError:
     raise ConfigError(f"{path}: config file not found") from None
+  except IsADirectoryError:
+    raise ConfigError(f"{path}: is a folder, expected a YAML config file") from None
+  except OSError as e:
+    raise ConfigError(f"{path}: cannot read the config file ({e.strerror or e})") from None
+  except UnicodeDecodeError as e:
+    raise ConfigError(f"{path}: not a text file (byte {e.start} is not UTF-8), expected a "
+                      "YAML config file") from None
   except yaml.YAMLError as e:
-    raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(e)}") from None
   if data is None:
     data = {}
   if not isinstance(data, dict):
@@ -438,6 +453,9 @@ def _read_yaml(path: str, seen: tuple[str, ...] = ()) -> dict:
                       f"{type(data).__name__}")
   base = data.pop("base", None)
   if base is not None:
+    if not isinstance(base, str) or not base:
+      raise ConfigError(f"{path}: `base:` got {base!r}, expected the file name of another "
+                        "YAML config")
     base_path = os.path.join(os.path.dirname(path), base)
     base_data = _read_yaml(base_path, seen + (path,))
     _drop_replaced_memory_key(base_data, set(_memory_section(data) or ()))

@@ -12,11 +12,11 @@ Bad input gives one line naming the file and tensor, and exit code 2.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 from lm2_jax.checkpoint import CheckpointError
+from lm2_jax.cli import OneLineParser
 from lm2_jax.config import ConfigError, load_config, to_dict
 from lm2_jax.convert.hf import EXPORT_DTYPES, ConvertError, export_hf, import_hf, parse_size
 from lm2_jax.summary import describe_memory
@@ -69,9 +69,9 @@ def _export(args) -> int:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m lm2_jax.convert",
-                                   description=__doc__.split("\n\n")[0])
-  sub = parser.add_subparsers(dest="command", required=True)
+  parser = OneLineParser(prog="python -m lm2_jax.convert",
+                         description=__doc__.split("\n\n")[0])
+  sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
   imp = sub.add_parser("import-hf", help="Hugging Face Llama folder -> work directory")
   imp.add_argument("--hf-dir", required=True, help="folder with config.json and *.safetensors")
   imp.add_argument("--out", required=True, help="new work directory")
@@ -89,6 +89,10 @@ def main(argv=None) -> int:
   except (ConvertError, ConfigError, CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except OSError as e:  # a full or failing disk while writing: nothing was published
+    print(f"error: {args.command} --out {args.out}: {e.strerror or e} "
+          f"({getattr(e, 'filename', None) or 'writing'})", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

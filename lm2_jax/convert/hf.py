@@ -24,6 +24,7 @@ full table, the memory tensors' names, and what each bad input produces.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import math
 import os
@@ -524,17 +525,51 @@ def load_hf_llama(hf_dir: str, memory: MemoryConfig | None = None,
   return cfg, jax.tree.unflatten(treedef, [placed[p] for p in abstract])
 
 
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:   # alive, another user's
+    return True
+  return True
+
+
+def remove_stale_partials(path: str) -> list[str]:
+  """Delete `<path>.partial-<pid>` folders left by conversions killed on this host.
+
+  A folder whose process still runs is another conversion at work and is left alone.
+  """
+  removed = []
+  for tmp in glob.glob(glob.escape(path) + ".partial-*"):
+    pid = tmp.rsplit("-", 1)[-1]
+    if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+      shutil.rmtree(tmp, ignore_errors=True)
+      removed.append(tmp)
+  return removed
+
+
 def _fresh_output_dir(path: str, what: str, create: bool = True) -> str:
   """A sibling temporary directory to write into; refuses to touch an existing result."""
   path = os.path.abspath(path)
   if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
     raise ConvertError(f"{path}: already exists and is not empty; {what} never overwrites, "
                        f"choose a new directory")
+  parent = os.path.dirname(path)
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+    raise ConvertError(f"--out {path}: cannot write there ({parent} is "
+                       f"{'not a folder' if not os.path.isdir(parent) else 'not writable'})")
   if not create:
     return path
+  remove_stale_partials(path)
   tmp = f"{path}.partial-{os.getpid()}"
   shutil.rmtree(tmp, ignore_errors=True)
-  os.makedirs(tmp)
+  try:
+    os.makedirs(tmp)
+  except OSError as e:
+    raise ConvertError(f"--out {path}: cannot write there ({e.strerror or e})") from None
   return tmp
 
 
@@ -663,6 +698,7 @@ def export_hf(checkpoint: str, out_dir: str, dtype: str = "float32",
   """
   if dtype not in EXPORT_DTYPES:
     raise ConvertError(f"dtype {dtype!r}: expected one of {sorted(EXPORT_DTYPES)}")
+  _fresh_output_dir(out_dir, "export-hf", create=False)  # fail before reading the weights
   cfg, params, _ = load_params(checkpoint)
   params = jax.device_get(params)
   workdir, _ = resolve(checkpoint)

@@ -660,7 +660,8 @@ def load_babilong_dir(path: str | os.PathLike, task: str, length: str) -> list[d
 
 # --- command line ------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(
+  from lm2_jax.cli import OneLineParser  # pylint: disable=g-import-not-at-top
+  p = OneLineParser(
       prog="python -m lm2_jax.data.babilong",
       description="Generate BABILong samples offline in the published layout DIR/<task>/<length>.json.")
   p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated, e.g. qa1,qa2")
@@ -682,12 +683,19 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = _parser().parse_args(argv)
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
   try:
+    if args.num_samples < 1:
+      raise DataError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if args.reserve_tokens < 0:
+      raise DataError(f"--reserve-tokens must be >= 0, got {args.reserve_tokens}")
     tasks = [babi.check_task(t.strip()) for t in args.tasks.split(",") if t.strip()]
     lengths = [length_name(parse_length(x)) for x in args.lengths.split(",") if x.strip()]
+    if not tasks or not lengths:
+      raise DataError(f"--{'tasks' if not tasks else 'lengths'}: nothing given")
     for length in lengths:
       input_budget(length, args.reserve_tokens)
     tokenizer = load_tokenizer(args.tokenizer)
     haystack = load_haystack(args.haystack)
+    _check_output_dir(args.output_dir)
     for task in tasks:
       os.makedirs(os.path.join(args.output_dir, task), exist_ok=True)
       for length in lengths:
@@ -705,7 +713,22 @@ def main(argv: Sequence[str] | None = None) -> int:
   except (DataError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except OSError as e:  # a full or failing disk while writing
+    print(f"error: --output-dir {args.output_dir}: {e.strerror or e} ({e.filename})",
+          file=sys.stderr)
+    return 1
   return 0
+
+
+def _check_output_dir(path: str) -> None:
+  """--output-dir is (or can become) a writable folder; checked before generating."""
+  existing = os.path.abspath(path)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise DataError(f"--output-dir {path}: {existing} is a file, expected a folder")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise DataError(f"--output-dir {path}: {existing} is not writable")
 
 
 if __name__ == "__main__":
