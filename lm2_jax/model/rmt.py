@@ -79,7 +79,8 @@ class RMTCore(Core):
     cos, sin = rope_tables(q_idx_BxC, rope_inv_freq(cfg.resolved_head_dim, cfg.rope_theta,
                                                      cfg.rope_scaling))
     # The plain blocks use only the rotary tables, the cache offsets and the mask.
-    ctx = _ChunkContext(cos=cos, sin=sin, cache_start_B=start_B, mask_BxCxK=mask,
+    ctx = _ChunkContext(cos=cos, sin=sin, cache_start_B=start_B,
+                        count_B=jnp.full((b,), c, jnp.int32), mask_BxCxK=mask,
                         seg_start_B=start_B, seg_valid_BxS=jnp.zeros((b, 0), bool),
                         write_B=jnp.zeros((b,), bool))
     (x, _), (k_cache, v_cache, _, _) = self.blocks((x_BxCxD, None),
