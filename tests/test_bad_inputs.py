@@ -68,7 +68,7 @@ CASES = {
                                 + " ".join(TINY_TRAIN), r"data\.eval_paths\[0\]: .*not UTF-8"),
     "train-unknown-tfds": ("train", "--config configs/tiny.yaml --workdir {d}/w data.kind=tfds "
                            "data.tfds_name=lm1c data.tfds_data_dir={d} " + " ".join(TINY_TRAIN),
-                           r"tfds:lm1c: no such dataset .*nearest names: lm1b, \w+, \w+$"),
+                           r"tfds:lm1c split 'train' .*: no such dataset; nearest names: lm1b, \w+, \w+$"),
     "train-workdir-is-a-file": ("train", "--config configs/tiny.yaml --workdir {file}/w "
                                 + " ".join(TINY_TRAIN), r"--workdir .*: cannot write there"),
     # eval.py
