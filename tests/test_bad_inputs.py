@@ -68,7 +68,7 @@ CASES = {
                                 + " ".join(TINY_TRAIN), r"data\.eval_paths\[0\]: .*not UTF-8"),
     "train-unknown-tfds": ("train", "--config configs/tiny.yaml --workdir {d}/w data.kind=tfds "
                            "data.tfds_name=lm1c data.tfds_data_dir={d} " + " ".join(TINY_TRAIN),
-                           r"tfds:lm1c: no such dataset .*nearest names: lm1b, \w+, \w+$"),
+                           r"tfds:lm1c split 'train' .*: no such dataset; nearest names: lm1b, \w+, \w+$"),
     "train-workdir-is-a-file": ("train", "--config configs/tiny.yaml --workdir {file}/w "
                                 + " ".join(TINY_TRAIN), r"--workdir .*: cannot write there"),
     # eval.py
@@ -81,6 +81,13 @@ CASES = {
                                   r"maximum; pass --allow-long"),
     "eval-negative-samples": ("eval", "--checkpoint {nowhere} --task babilong --num-samples -1 "
                               "--output {d}/o/r.json", r"--num-samples must be >= 1, got -1"),
+    "eval-perplexity-binary-jsonl": ("eval", "--checkpoint {ckpt} --task perplexity --data "
+                                     "{garbage} --output {d}/o/p.json",
+                                     r"garbage\.jsonl, line 1: not UTF-8 text"),
+    "eval-memory-above-the-host": ("eval", "--checkpoint {ckpt} --task babilong --lengths 1M "
+                                   "--num-samples 100000 --output {d}/o/b.json",
+                                   r"--lengths 1M x --num-samples 100000: about [\d.]+ GiB "
+                                   r"needed, [\d.]+ GiB available on this host"),
     "eval-output-not-json": ("eval", "--checkpoint {nowhere} --task babilong --output {d}/o/r",
                              r"expected a \.json path"),
     "eval-missing-option": ("eval", "--task babilong", r"required: --checkpoint, --output"),
@@ -106,14 +113,30 @@ CASES = {
 }
 
 
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+  """A tiny parameters-only work directory, for the rows that get past loading a model."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from lm2_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from lm2_jax.config import load_config  # pylint: disable=g-import-not-at-top
+  cfg = load_config(None, TINY_TRAIN)
+  path = str(tmp_path_factory.mktemp("ckpt") / "m")
+  checkpoint.save_params(path, cfg, jax.tree.map(jnp.zeros_like,
+                                                 checkpoint.abstract_params(cfg)), step=1)
+  return path
+
+
 def _argv(template: str, names: dict) -> list[str]:
   return [part.format(**names) for part in template.split()]
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_a_mistake_is_one_line_and_exit_code_2(case, tmp_path, capsys, monkeypatch):
+def test_a_mistake_is_one_line_and_exit_code_2(case, tmp_path, capsys, monkeypatch, request):
   entry, template, pattern = CASES[case]
   names = _files(tmp_path)
+  if "{ckpt}" in template:
+    names["ckpt"] = request.getfixturevalue("ckpt")
   before = sorted(os.listdir(tmp_path))
   monkeypatch.chdir(ROOT)
   try:

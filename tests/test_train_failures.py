@@ -2,7 +2,6 @@
 full disk, damaged checkpoints (checksums), checkpoints that all fail to restore, killed
 conversions. docs/training.md, "Failure modes", describes each."""
 
-import errno
 import glob
 import json
 import logging
@@ -10,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -266,55 +264,6 @@ def test_too_little_space_for_one_checkpoint_is_refused_before_training(tmp_path
   line = _one_line(capsys)
   assert code == 2 and "0.1 MB free on its file system, a checkpoint needs about" in line
   assert not os.path.exists(tmp_path / "w" / "checkpoints")
-
-
-def _mount_tmpfs(path, size):
-  if os.geteuid() != 0 or not shutil.which("mount"):
-    pytest.skip("a small tmpfs needs root")
-  os.makedirs(path)
-  proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                        capture_output=True)
-  if proc.returncode:
-    pytest.skip(f"cannot mount a tmpfs: {proc.stderr.decode().strip()}")
-
-
-@pytest.mark.slow
-def test_a_really_full_disk_stops_in_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys,
-                                                                           monkeypatch):
-  disk = tmp_path / "disk"
-  _mount_tmpfs(disk, "4m")
-  try:
-    _, config = _config_file(tmp_path)
-    workdir = str(disk / "w")
-    from lm2_jax.train import metrics  # pylint: disable=g-import-not-at-top
-    log_train = metrics.MetricsLogger.train
-
-    def train_then_fill(self, record, eta_seconds):   # another program fills the disk
-      log_train(self, record, eta_seconds)
-      if record["step"] == 5:
-        time.sleep(2)      # step 4's asynchronous save has finished by then
-        with open(disk / "filler", "wb") as f:
-          try:
-            while True:
-              f.write(b"\0" * 65536)
-              f.flush()
-          except OSError as e:
-            assert e.errno == errno.ENOSPC
-
-    monkeypatch.setattr(metrics.MetricsLogger, "train", train_then_fill)
-    code = train.main(["--config", config, "--workdir", workdir, "train.steps=12",
-                       "train.checkpoint_every=4"])
-    line = _one_line(capsys)
-    # The save of step 8, or a log line before it, meets the full disk.
-    assert code == 1 and "No space left on device" in line and "MB free there" in line, line
-    assert f"training stopped, the last good checkpoint is {workdir}/checkpoints/4" in line
-    os.remove(disk / "filler")
-    cfg = load_config(config)
-    tx = make_optimizer(cfg.train)
-    shard = state_shardings(cfg, tx, sharding.make_mesh(cfg.mesh, None))
-    assert _restore(workdir, cfg, tx, shard)[0] == 4
-  finally:
-    subprocess.run(["umount", str(disk)], check=False)
 
 
 # --- killed conversions ---------------------------------------------------------------------

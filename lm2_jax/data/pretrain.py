@@ -153,8 +153,8 @@ class TfdsTextSource:
         self._source = tfds.data_source(name, split=split, data_dir=data_dir, try_gcs=False)
     except Exception as e:  # tfds raises many kinds (DatasetNotFoundError, ValueError, ...)
       if type(e).__name__ == "DatasetNotFoundError":
-        raise DataError(f"tfds:{name}: no such dataset (data_dir={data_dir}); nearest names: "
-                        f"{', '.join(_nearest_tfds_names(name))}") from None
+        raise DataError(f"tfds:{name} split {split!r} (data_dir={data_dir}): no such dataset; "
+                        f"nearest names: {', '.join(_nearest_tfds_names(name))}") from None
       first = str(e).splitlines()[0] if str(e) else ""
       raise DataError(f"tfds:{name} split {split!r} (data_dir={data_dir}): cannot open as an "
                       f"ArrayRecord data source ({type(e).__name__}: {first})") from None
