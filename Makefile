@@ -17,7 +17,7 @@ venv: $(STAMP)
 
 # The main job on the embedded default: a tiny LM2 learns BABILong qa1 from scratch (about
 # ten minutes on a 2-core CPU), then train.py prints where the checkpoint and the logs are;
-# eval.py then scores it from 0k up to 16k tokens (training sequences hold at most 192)
+# eval.py then scores it from 0k up to 16k tokens (training sequences hold at most 512)
 # and draws its memory maps. Running it again resumes (or, when finished, just prints the
 # results). DEMO_WORKDIR=... moves it.
 DEMO_WORKDIR ?= runs/babilong_tiny

@@ -1,0 +1,52 @@
+"""The inserted-gap probe and the memory trace (lm2_jax/evaluation/gap_curve.py)."""
+
+import jax
+import numpy as np
+
+from lm2_jax.config import load_config
+from lm2_jax.data.babilong import compare_answers
+from lm2_jax.evaluation import gap_curve
+from lm2_jax.model import build_model
+
+
+def test_gap_curve_scores_free_answers_at_each_gap():
+  prompts_seen = {}
+
+  def oracle(prompts):  # answers from the prompt's own facts: right at every gap
+    out = []
+    for p in prompts:
+      prompts_seen.setdefault(len(prompts_seen), len(p))
+      context, question = p.split(" Question: ")
+      actor = question.split()[2].rstrip("?")
+      room = [s.split()[-1].rstrip(".") for s in context.split(". ")
+              if s.startswith(actor + " ") and " the " in s][-1]
+      out.append(room)
+    return out
+
+  res = gap_curve.evaluate_gap_curve(oracle, ["qa1"], [0, 2, 8], segment_len=32,
+                                     num_samples=6, seed=1)
+  assert list(res["qa1"]) == ["+0", "+2", "+8"]
+  assert all(c["accuracy"] == 1.0 and c["n"] == 6 for c in res["qa1"].values())
+  fixed = gap_curve.evaluate_gap_curve(lambda ps: ["kitchen"] * len(ps), ["qa1"], [0, 8], 32,
+                                       6, seed=1)
+  samples = gap_curve.gap_samples(32, 6, seed=1)("qa1", "+8")
+  expected = np.mean([compare_answers(s["target"], "kitchen", s["question"], "qa1")
+                      for s in samples])
+  assert fixed["qa1"]["+8"]["accuracy"] == expected
+  longer = [len(s["input"]) for s in samples]
+  shorter = [len(s["input"]) for s in gap_curve.gap_samples(32, 6, seed=1)("qa1", "+0")]
+  assert all(a - b > 8 * 32 - 20 for a, b in zip(longer, shorter))
+  assert "+8 seg" in gap_curve.format_gap_table({"oracle": res})
+
+
+def test_memory_trace_has_one_value_per_segment():
+  cfg = load_config("configs/babilong_tiny.yaml", ["model.segment_len=8"]).model
+  model = build_model(cfg)
+  tokens = jax.random.randint(jax.random.key(0), (2, 8 * 12), 0, 256)
+  variables = jax.jit(model.init)(jax.random.key(1), tokens[:, :8])
+  trace = gap_curve.memory_trace(model, variables, np.asarray(tokens))
+  assert set(trace) == {"memory_rms", "kept", "slot_similarity", "read_entropy"}
+  assert all(len(v) == 12 for v in trace.values())
+  assert np.all((trace["kept"] > 0) & (trace["kept"] < 1))
+  assert np.all(trace["read_entropy"] <= np.log(cfg.memory.num_slots) + 1e-5)
+  assert np.all(trace["memory_rms"] <= 1.0)  # the convex update stays within its bound
