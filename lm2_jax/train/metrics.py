@@ -4,10 +4,12 @@ MFU (model FLOPs utilisation) = achieved model FLOP/s / peak FLOP/s of the devic
 
     mfu = flops_per_token(model, T)["train"] * tokens_per_second / (peak_per_device * devices)
 
-`flops_per_token` (lm2_jax/model/flops.py) counts the forward's matmuls and attention,
-memory read and write included, times three for training (backward = 2 forwards); recomputed
-activations (remat) are not counted, as the usual definition has it. Tokens are all model
-input tokens of the batch (padding included: the device computes them).
+`flops_per_token` (lm2_jax/model/flops.py) gives two counts. "train" is the model's useful
+FLOPs (forward + backward = 3 forwards, causal attention counting only the keys a query
+sees, memory read and write included), the usual MFU numerator, so an MFU here compares
+with other codebases'. "train_executed" is what the kernels compute (every cache slot's
+score, padding, rematerialisation); bench/run.py reports both. Tokens are all model input
+tokens of the batch (padding included: the device computes them).
 """
 
 from __future__ import annotations
