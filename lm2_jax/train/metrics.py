@@ -42,14 +42,14 @@ PEAK_FLOPS = (
 )
 
 
-@functools.lru_cache(maxsize=None)
-def measured_cpu_flops(size: int = 1536, repeats: int = 4, trials: int = 5) -> float:
-  """FLOP/s of a float32 matmul on one local CPU device (which uses every core).
+def measure_matmul_flops(size: int = 1536, repeats: int = 4, trials: int = 5,
+                         dtype=jnp.float32) -> float:
+  """FLOP/s of a square matmul on the first local device (on the CPU: every core).
 
   The best of several trials, so that other work on the machine lowers the figure (and
   raises the MFU) as little as possible.
   """
-  a = jax.device_put(jnp.ones((size, size), jnp.float32) / size, jax.local_devices()[0])
+  a = jax.device_put(jnp.ones((size, size), dtype) / size, jax.local_devices()[0])
   matmul = jax.jit(lambda x: x @ x)
   matmul(a).block_until_ready()
   best = float("inf")
@@ -60,6 +60,12 @@ def measured_cpu_flops(size: int = 1536, repeats: int = 4, trials: int = 5) -> f
     a.block_until_ready()
     best = min(best, time.perf_counter() - start)
   return 2 * size**3 * repeats / best
+
+
+@functools.lru_cache(maxsize=None)
+def measured_cpu_flops() -> float:
+  """The float32 matmul rate of the host, measured once per process."""
+  return measure_matmul_flops()
 
 
 def peak_flops_per_device(configured: float) -> tuple[float | None, str]:
