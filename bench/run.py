@@ -52,6 +52,10 @@ SUITES = {
     "full": {
         "repeats": 3,
         "train_groups": [
+            (B50M, {"off": OFF, "on64": [], "on256": ["model.memory.num_slots=256"]}, "off"),
+            # The official LM2's shape: one 256-token segment, 256 slots.
+            (B50M, {"off": OFF + ["model.segment_len=256"],
+                    "on256": ["model.segment_len=256", "model.memory.num_slots=256"]}, "off"),
             (TINY, {"off": OFF, "on16": [], "on64": ["model.memory.num_slots=64"],
                     "on256": ["model.memory.num_slots=256"]}, "off"),
             (TINY, {"segment_off": OFF, "segment_on16": [],
@@ -59,14 +63,6 @@ SUITES = {
                     "full_on16": ["model.attention_scope=full"]}, "segment_off"),
             (TINY, {"on16": [], "on16_remat_full": ["model.remat_policy=full"],
                     "on16_remat_save_dots": ["model.remat_policy=save_dots"]}, "on16"),
-            (B50M, {"off": OFF, "on16": ["model.memory.num_slots=16"], "on64": [],
-                    "on256": ["model.memory.num_slots=256"]}, "off"),
-            (B50M, {"full_off": OFF + ["model.attention_scope=full"],
-                    "full_on64": ["model.attention_scope=full"]}, "full_off"),
-            (B50M, {"on64": [], "on64_remat_full": ["model.remat_policy=full"]}, "on64"),
-            # The official LM2's shape: one 256-token segment, 256 slots.
-            (B50M, {"off": OFF + ["model.segment_len=256"],
-                    "on256": ["model.segment_len=256", "model.memory.num_slots=256"]}, "off"),
         ],
         "memory_slots": [16, 64, 256, 1024, 2048],
         "context": (["1k", "4k", "16k", "64k", "128k"], ["1k", "4k", "16k"]),
@@ -129,12 +125,27 @@ def main(argv=None) -> int:
   started = time.perf_counter()
   records: list[dict] = []
 
+  machine = {"platform": platform.platform(), "processor": platform.processor(),
+             "cpus": os.cpu_count(), "device": jax.devices()[0].device_kind,
+             "jax": jax.__version__}
+
+  def save():
+    """Write what has been measured so far (a long run killed midway keeps its records)."""
+    result = {"suite": args.suite, "seconds": time.perf_counter() - started,
+              "machine": machine, "headline": headline(records), "records": records}
+    tmp = args.output + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+      json.dump(result, f, indent=1)
+    os.replace(tmp, args.output)
+    return result
+
   def note(rs):
     for r in rs:
       r["load_average"] = os.getloadavg()[0]
       print(json.dumps({k: v for k, v in r.items() if not isinstance(v, (list, dict))}),
             flush=True)
     records.extend(rs)
+    save()
 
   peaks = peak(suite["repeats"])
   if "peak" in run:
@@ -143,24 +154,14 @@ def main(argv=None) -> int:
   if "train_step" in run:
     for config, variants, ref in suite["train_groups"]:
       note(train_step.run_group(config, variants, [], ref, suite["repeats"], f32_peak))
-  if "memory_ops" in run:
-    note(memory_ops.run(B50M, suite["memory_slots"], suite["repeats"], batch=2))
   if "context" in run:
     seg, full = suite["context"]
     note(context.run(TINY, seg, full, repeats=2))
   if "reference" in run:
     note(reference.run(*suite["reference"], suite["repeats"]))
-  result = {
-      "suite": args.suite, "seconds": time.perf_counter() - started,
-      "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                  "cpus": os.cpu_count(), "device": jax.devices()[0].device_kind,
-                  "jax": jax.__version__},
-      "headline": headline(records), "records": records,
-  }
-  tmp = args.output + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(result, f, indent=1)
-  os.replace(tmp, args.output)
+  if "memory_ops" in run:
+    note(memory_ops.run(B50M, suite["memory_slots"], suite["repeats"], batch=2))
+  result = save()
   print(json.dumps(result["headline"], indent=1))
   return 0
 
