@@ -31,6 +31,21 @@ def alternate(fns: dict[str, Callable[[], Any]], repeats: int,
   return times
 
 
+def matmul_probe(size: int = 1536, repeats: int = 4, dtype=None):
+  """(fn, FLOPs per call): `repeats` chained float32 matmuls, to time beside other work."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  a = jnp.ones((size, size), dtype or jnp.float32) / size
+  matmul = jax.jit(lambda x: x @ x)
+
+  def fn():
+    b = a
+    for _ in range(repeats):
+      b = matmul(b)
+    return b
+
+  return fn, 2 * size**3 * repeats
+
+
 def stats(seconds: list[float]) -> dict[str, Any]:
   return {"median_s": statistics.median(seconds), "min_s": min(seconds),
           "max_s": max(seconds), "runs_s": [round(s, 6) for s in seconds]}

@@ -63,11 +63,16 @@ def describe(cfg: Config) -> dict:
 
 
 def run_group(config: str, variants: dict[str, Sequence[str]], base: Sequence[str],
-              reference: str, repeats: int, peak_flops: float) -> list[dict]:
-  """Time every variant (overrides on top of `base`) alternately; ratios to `reference`."""
+              reference: str, repeats: int) -> list[dict]:
+  """Time every variant (overrides on top of `base`) alternately with a float32 matmul;
+  ratios to `reference`, MFU against that matmul's rate."""
   cfgs = {k: load_config(config, [*base, *ov]) for k, ov in variants.items()}
   steps = {k: real_step(c) for k, c in cfgs.items()}
-  times = timing.alternate(steps, repeats)
+  # The peak is timed in the same rounds as the steps, so that the MFU's numerator and
+  # denominator see the same load on a shared machine.
+  matmul, matmul_flops = timing.matmul_probe()
+  times = timing.alternate({**steps, "_matmul": matmul}, repeats)
+  peak_flops = matmul_flops / timing.stats(times["_matmul"])["median_s"]
   records = []
   for k, c in cfgs.items():
     info = describe(c)
@@ -79,6 +84,7 @@ def run_group(config: str, variants: dict[str, Sequence[str]], base: Sequence[st
         "benchmark": "train_step", "config": config, "variant": k,
         "overrides": [*base, *variants[k]], **info, **timing.stats(times[k]),
         "tokens_per_s": tokens / step_s, "useful_gflops_per_s": useful / 1e9,
+        "measured_peak_gflops_per_s": peak_flops / 1e9,
         "mfu_vs_measured_peak": useful / peak_flops,
         "hfu_vs_measured_peak": executed / peak_flops,
         "reference": reference, "time_ratio_to_reference": timing.ratio(times, k, reference),
