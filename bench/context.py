@@ -33,7 +33,7 @@ def _prompt_ids(length: str, tokenizer) -> list[int]:
 def run(config: str, lengths: Sequence[str], full_lengths: Sequence[str],
         repeats: int) -> list[dict]:
   tokenizer = load_tokenizer("byte")
-  prompts = {n: _prompt_ids(n, tokenizer) for n in lengths}
+  prompts = {n: _prompt_ids(n, tokenizer) for n in dict.fromkeys([*lengths, *full_lengths])}
   records = []
   for scope, names in (("segment", lengths), ("full", full_lengths)):
     cfg = load_config(config, [f"model.attention_scope={scope}"]).model
@@ -76,6 +76,7 @@ def run(config: str, lengths: Sequence[str], full_lengths: Sequence[str],
 def per_token_ratio(records: list[dict], length: str, scope: str = "segment") -> float | None:
   """Seconds per token at `length` / at the reference length (4k), measured alternately."""
   for r in records:
-    if r["attention_scope"] == scope and r["length"] == length and r["reference_length"] == "4k":
+    if (r.get("attention_scope"), r.get("length"), r.get("reference_length")) == (scope, length,
+                                                                                "4k"):
       return r["per_token_ratio_to_reference"]
   return None

@@ -14,7 +14,7 @@ def _f(x, fmt="{:.2f}"):
 
 
 def tables(result: dict) -> str:
-  recs = result["records"]
+  recs = [r for r in result["records"] if "error" not in r and "skipped" not in r]
   out = [f"suite `{result['suite']}`, {result['seconds'] / 60:.1f} min, "
          f"{result['machine']['cpus']} CPUs, jax {result['machine']['jax']}", ""]
   peaks = [r for r in recs if r["benchmark"] == "peak"]
@@ -58,6 +58,8 @@ def tables(result: dict) -> str:
     out += [f"| {r['kind']} | {r['ours']['median_s']:.3f} | {r['transformers_']['median_s']:.3f} "
             f"| {r['ours_tokens_per_s']:.0f} | {r['transformers_tokens_per_s']:.0f} | "
             f"{r['speedup_vs_transformers']:.2f}x |" for r in ref] + [""]
+  out += [f"- {r['benchmark']}: {r.get('error') or r.get('skipped')}" for r in result["records"]
+          if "error" in r or "skipped" in r]
   h = result["headline"]
   out += ["| headline | value |", "|---|---|"]
   out += [f"| {k} | {_f(v, '{:.3f}') if not isinstance(v, str) else v} |"

@@ -147,20 +147,31 @@ def main(argv=None) -> int:
     records.extend(rs)
     save()
 
-  if "peak" in run:
-    note(peak(suite["repeats"]))
-  if "context" in run:
-    seg, full = suite["context"]
-    note(context.run(TINY, seg, full, repeats=2))
-  if "reference" in run:
-    note(reference.run(*suite["reference"], suite["repeats"]))
-  if "train_step" in run:
-    for config, variants, ref in suite["train_groups"]:
-      note(train_step.run_group(config, variants, [], ref, suite["repeats"]))
-  if "memory_ops" in run:
-    note(memory_ops.run(B50M, suite["memory_slots"], suite["repeats"], batch=2))
+  failed = []
+
+  def bench(name, fn):
+    """Run one benchmark; a failure is recorded and the others still run."""
+    if name not in run:
+      return
+    try:
+      note(fn())
+    except Exception as e:  # pylint: disable=broad-except
+      failed.append(name)
+      note([{"benchmark": name, "error": f"{type(e).__name__}: {e}"}])
+
+  bench("peak", lambda: peak(suite["repeats"]))
+  bench("context", lambda: context.run(TINY, *suite["context"], repeats=2))
+  bench("reference", lambda: reference.run(*suite["reference"], suite["repeats"]))
+  for config, variants, ref in suite["train_groups"]:
+    bench("train_step", lambda c=config, v=variants, r=ref: train_step.run_group(
+        c, v, [], r, suite["repeats"]))
+  bench("memory_ops", lambda: memory_ops.run(B50M, suite["memory_slots"], suite["repeats"],
+                                             batch=2))
   result = save()
   print(json.dumps(result["headline"], indent=1))
+  if failed:
+    print(f"failed: {', '.join(failed)} (errors in {args.output})", file=sys.stderr)
+    return 1
   return 0
 
 
