@@ -36,6 +36,10 @@ def test_json_output(capsys):
   base_matmul = out["total_params"] - out["memory_params"]
   assert out["flops_per_token"] == 3 * out["forward_flops_per_token"]
   assert out["forward_flops_per_token"] > 2 * base_matmul
+  # The summary reports the useful count the training logs' MFU uses, not the executed one.
+  cfg = load_config("configs/tiny.yaml")
+  flops = flops_per_token(cfg.model, cfg.train.seq_len)
+  assert out["flops_per_token"] == flops["train"] < flops["train_executed"]
 
 
 def test_bad_override_exits_2(capsys):

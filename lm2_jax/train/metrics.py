@@ -4,10 +4,12 @@ MFU (model FLOPs utilisation) = achieved model FLOP/s / peak FLOP/s of the devic
 
     mfu = flops_per_token(model, T)["train"] * tokens_per_second / (peak_per_device * devices)
 
-`flops_per_token` (lm2_jax/model/flops.py) counts the forward's matmuls and attention,
-memory read and write included, times three for training (backward = 2 forwards); recomputed
-activations (remat) are not counted, as the usual definition has it. Tokens are all model
-input tokens of the batch (padding included: the device computes them).
+`flops_per_token` (lm2_jax/model/flops.py) gives two counts. "train" is the model's useful
+FLOPs (forward + backward = 3 forwards, causal attention counting only the keys a query
+sees, memory read and write included), the usual MFU numerator, so an MFU here compares
+with other codebases'. "train_executed" is what the kernels compute (every cache slot's
+score, padding, rematerialisation); bench/run.py reports both. Tokens are all model input
+tokens of the batch (padding included: the device computes them).
 """
 
 from __future__ import annotations
@@ -41,14 +43,14 @@ PEAK_FLOPS = (
 )
 
 
-@functools.lru_cache(maxsize=None)
-def measured_cpu_flops(size: int = 1536, repeats: int = 4, trials: int = 5) -> float:
-  """FLOP/s of a float32 matmul on one local CPU device (which uses every core).
+def measure_matmul_flops(size: int = 1536, repeats: int = 4, trials: int = 5,
+                         dtype=jnp.float32) -> float:
+  """FLOP/s of a square matmul on the first local device (on the CPU: every core).
 
   The best of several trials, so that other work on the machine lowers the figure (and
   raises the MFU) as little as possible.
   """
-  a = jax.device_put(jnp.ones((size, size), jnp.float32) / size, jax.local_devices()[0])
+  a = jax.device_put(jnp.ones((size, size), dtype) / size, jax.local_devices()[0])
   matmul = jax.jit(lambda x: x @ x)
   matmul(a).block_until_ready()
   best = float("inf")
@@ -59,6 +61,12 @@ def measured_cpu_flops(size: int = 1536, repeats: int = 4, trials: int = 5) -> f
     a.block_until_ready()
     best = min(best, time.perf_counter() - start)
   return 2 * size**3 * repeats / best
+
+
+@functools.lru_cache(maxsize=None)
+def measured_cpu_flops() -> float:
+  """The float32 matmul rate of the host, measured once per process."""
+  return measure_matmul_flops()
 
 
 def peak_flops_per_device(configured: float) -> tuple[float | None, str]:
