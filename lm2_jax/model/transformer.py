@@ -291,7 +291,9 @@ class LM2(nn.Module):
              truncate_every: int = 0) -> tuple[DecodeState, Array]:
     """Core on a chunk that may hold no real token at all, skipped at run time if so."""
     if not self._branches():
-      return self.core(state, (tokens_BxC, valid_BxC), truncate_every)
+      # A second Core call would sow into the layer scan's intermediates a second time.
+      raise ValueError("LM2.step: a chunk that may cross a segment boundary cannot collect "
+                       "intermediates; use prefill or one-token steps")
     b, c = tokens_BxC.shape
     return nn.cond(jnp.any(valid_BxC),
                    lambda mdl, st, x, v: mdl.core(st, (x, v), truncate_every),
@@ -323,9 +325,15 @@ class LM2(nn.Module):
     tokens = jnp.take_along_axis(tokens_BxT, jnp.clip(src_BxP, 0, t - 1), axis=1)
     to_segments = lambda a: a.reshape(b, s, seg).transpose(1, 0, 2)
     tokens_SxBxC, valid_SxBxC = to_segments(tokens), to_segments(valid_BxP)
-    state, logits_SxBxCxV = _scan_segments(self.core, state, tokens_SxBxC[:-1],
-                                           valid_SxBxC[:-1], truncate_every)
-    state, extra_BxCxV = self._maybe(state, tokens_SxBxC[-1], valid_SxBxC[-1], truncate_every)
+    if self._branches():
+      state, logits_SxBxCxV = _scan_segments(self.core, state, tokens_SxBxC[:-1],
+                                             valid_SxBxC[:-1], truncate_every)
+      state, extra_BxCxV = self._maybe(state, tokens_SxBxC[-1], valid_SxBxC[-1],
+                                       truncate_every)
+    else:  # every chunk in the scan: one entry per chunk in the collections, whatever the data
+      state, logits_SxBxCxV = _scan_segments(self.core, state, tokens_SxBxC, valid_SxBxC,
+                                             truncate_every)
+      logits_SxBxCxV, extra_BxCxV = logits_SxBxCxV[:-1], logits_SxBxCxV[-1]
     main_BxPxV = logits_SxBxCxV.transpose(1, 0, 2, 3).reshape(b, (s - 1) * seg, -1)
 
     def realign():  # token j's logits sit at chunk position j (first chunk) or j + offset
@@ -346,7 +354,7 @@ class LM2(nn.Module):
     `valid_BxC` marks each row's real tokens (a prefix: right padding). A chunk that crosses
     segment boundaries is consumed in pieces that end at each row's boundaries, so the
     memory is written at every boundary; a piece that no row needs is skipped at run time,
-    and a one-token chunk is always one piece.
+    and a one-token chunk is always one piece (the only kind that can collect intermediates).
     """
     b, c = tokens_BxC.shape
     seg = self.cfg.segment_len
