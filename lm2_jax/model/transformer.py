@@ -41,6 +41,15 @@ class DecodeState:
   memory_MxBxNxD: Array   # float32; memory after the last completed segment
   u_MxBxSxD: Array        # normalised layer inputs of the current segment (for the write)
 
+  def logical_axes(self) -> dict[str, tuple[str | None, ...]]:
+    """Logical axis names of each field, for the sharding table (lm2_jax/sharding.py):
+    rows as the activations' batch, key/value heads as attention heads."""
+    kv = ("layers", "activation_batch", "activation_length", "activation_heads", None)
+    return {"pos_B": ("activation_batch",), "k_cache_LxBxKxGxH": kv, "v_cache_LxBxKxGxH": kv,
+            "memory_MxBxNxD": ("layers", "activation_batch", "memory_slots",
+                               "activation_embed"),
+            "u_MxBxSxD": ("layers", "activation_batch", "activation_length",
+                          "activation_embed")}
 
 
 def init_state(cfg: ModelConfig, batch_size: int, max_len: int | None = None) -> DecodeState:
