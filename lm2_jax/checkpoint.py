@@ -18,11 +18,14 @@ functions here, so a checkpoint written by any of them is read by the others.
 Orbax writes a step into `<step>.orbax-checkpoint-tmp` and renames it when every item is
 complete, so a run killed while saving leaves no half-written `<step>/`; a finished step
 that cannot be read back (a damaged disk, a file deleted by hand) is detected when it is
-restored and skipped for the one before it.
+restored and skipped for the one before it. Damage that still decodes (flipped bits in a
+chunk) is caught by the checksums the metadata holds for every array, computed on the
+devices at save time and compared after the restore.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -32,6 +35,8 @@ from typing import Any
 import flax.linen as nn
 import grain
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 import yaml
 
@@ -113,7 +118,8 @@ def save_params(workdir: str, cfg: Config, params, step: int = 0, meta: dict | N
   mngr = make_manager(workdir, max_to_keep=None, async_save=False)
   mngr.save(step, args=ocp.args.Composite(
       params=ocp.args.StandardSave(params),
-      meta=ocp.args.JsonSave({"step": step, **(meta or {})})), force=True)
+      meta=ocp.args.JsonSave({"step": step, **(meta or {}),
+                              "checksums": {"params": checksums(params)}})), force=True)
   mngr.wait_until_finished()
   mngr.close()
 
@@ -136,10 +142,69 @@ def load_params(path: str, cfg: Config | None = None, shardings: Any = None):
     target = abstract_params(cfg, shardings)
     check_shapes(target, mngr.item_metadata(step)["params"], f"{workdir} step {step}")
     restored = mngr.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(target)))
+        params=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+    saved = (restored["meta"] or {}).get("checksums") or {}
+    verify_checksums(saved.get("params"), restored["params"], "parameters",
+                     f"{checkpoint_dir(workdir)}/{step}")
   finally:
     mngr.close()
   return cfg, restored["params"], step
+
+
+# --------------------------------------------------------------------------------------
+# Checksums: every array's bits, summed on the devices where the array lives
+# --------------------------------------------------------------------------------------
+
+
+def _leaf_sums(x: jax.Array) -> jax.Array:
+  """Two 32-bit sums of an array's bits: plain and position-weighted (catches swaps).
+
+  Integer sums wrap modulo 2**32 and are exact in any order, so the value does not depend
+  on the mesh or on how XLA splits the reduction: a checkpoint saved on 8 devices checks
+  on 1. The position comes from iotas per dimension (no reshape, so no resharding).
+  """
+  if x.dtype == jnp.bool_:
+    w = x.astype(jnp.uint32)
+  else:
+    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[x.dtype.itemsize]
+    w = jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+  index, stride = jnp.zeros(w.shape, jnp.uint32), 1
+  for d in reversed(range(w.ndim)):
+    index = index + jax.lax.broadcasted_iota(jnp.uint32, w.shape, d) * jnp.uint32(stride)
+    stride = stride * w.shape[d] % 2**32
+  return jnp.stack([jnp.sum(w, dtype=jnp.uint32),
+                    jnp.sum(w * (2 * index + 1), dtype=jnp.uint32)])
+
+
+_tree_sums = jax.jit(lambda leaves: [_leaf_sums(x) for x in leaves])
+
+
+def checksums(tree: Any) -> dict[str, str]:
+  """{leaf path: 16 hex digits} of a pytree of (possibly sharded, multi-host) arrays.
+
+  Every process must call it (it is one jitted computation over the global arrays).
+  """
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  sums = _tree_sums([v for _, v in flat])
+  # The sums are replicated: this process's copy is the global value.
+  return {jax.tree_util.keystr(k): "%08x%08x" % tuple(int(u) for u in
+                                                      np.asarray(s.addressable_data(0)))
+          for (k, _), s in zip(flat, sums)}
+
+
+def verify_checksums(saved: dict | None, tree: Any, item: str, where: str) -> None:
+  """Raise CheckpointError naming the arrays whose bits differ from the saved checksums.
+
+  Checkpoints written before checksums existed (no entry) are accepted as they are.
+  """
+  if not saved:
+    return
+  now = checksums(tree)
+  bad = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+  if bad:
+    shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+    raise CheckpointError(f"{where}: {item} {shown} differ{'s' if len(bad) == 1 else ''} "
+                          "from the checksum written at save time (damaged after saving)")
 
 
 def check_shapes(target, saved, where: str):
@@ -171,13 +236,14 @@ def save_train_state(mngr: ocp.CheckpointManager, step: int, params, opt_state,
   """Start saving one training step (asynchronously when the manager is async).
 
   Every process calls this: arrays are written shard by shard, each host writes its own
-  data iterator state, the JSON metadata is written once.
+  data iterator state, the JSON metadata (with the arrays' checksums) is written once.
   """
+  sums = {"params": checksums(params), "opt_state": checksums(opt_state)}
   mngr.save(step, args=ocp.args.Composite(
       params=ocp.args.StandardSave(params),
       opt_state=ocp.args.StandardSave(opt_state),
       data=grain.checkpoint.CheckpointSave(data_iterator),
-      meta=ocp.args.JsonSave({"step": step, **(meta or {})})), force=True)
+      meta=ocp.args.JsonSave({"step": step, **(meta or {}), "checksums": sums})), force=True)
 
 
 def _flat_diff(old: Any, new: Any, prefix: str) -> list[str]:
@@ -232,18 +298,44 @@ def set_aside_incomplete(workdir: str) -> list[str]:
           for name in sorted(os.listdir(root)) if _TMP_SUFFIX in name]
 
 
+def _skipped_finished_steps(workdir: str) -> list[str]:
+  """Steps in checkpoints-skipped/ that had been complete (not interrupted saves)."""
+  folder = os.path.join(os.path.abspath(workdir), SKIPPED_DIR)
+  if not os.path.isdir(folder):
+    return []
+  return sorted(name for name in os.listdir(folder) if _TMP_SUFFIX not in name)
+
+
+def _check_meta(meta: Any, step: int, where: str) -> dict:
+  """The metadata's fields have the types training relies on (a hand edit, a bad disk)."""
+  if not isinstance(meta, dict):
+    raise CheckpointError(f"{where}/meta: expected a JSON object, got {meta!r:.60}")
+  for key in ("step", "tokens"):
+    value = meta.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+      raise CheckpointError(f"{where}/meta: {key!r} is {value!r:.60}, expected a "
+                            "non-negative integer; restore the file or move the step away")
+  if meta.get("step", step) != step:
+    raise CheckpointError(f"{where}/meta: 'step' is {meta['step']}, expected {step}")
+  return meta
+
+
 def restore_train_state(mngr: ocp.CheckpointManager, workdir: str, target_params: Any,
-                        target_opt_state: Any, data_iterator, *, primary: bool = True):
+                        target_opt_state: Any, data_iterator, *, primary: bool = True,
+                        start_over: bool = True):
   """Restore the newest readable training step; returns (step, params, opt_state, meta,
   data_restored) or None when there is no checkpoint. opt_state is None for a
   parameters-only step.
 
   Targets are abstract arrays carrying the shardings to restore onto (any mesh). A step
-  that fails to restore is moved aside with a warning and the one before it is tried.
-  The data iterator is restored from this host's file; when that is impossible (the
-  checkpoint was written by another number of hosts) `data_restored` is False and the
-  iterator is left as it was.
+  that fails to restore, or whose arrays differ from the checksums saved with it, is moved
+  aside with a warning and the one before it is tried. When checkpoints existed but none
+  restores, `start_over=False` refuses (CheckpointError) rather than let a resume silently
+  become a new run. The data iterator is restored from this host's file; when that is
+  impossible (the checkpoint was written by another number of hosts) `data_restored` is
+  False and the iterator is left as it was.
   """
+  failed = []
   for step in sorted(mngr.all_steps(), reverse=True):
     # A parameters-only step (save_params: a Hugging Face import, say) starts training
     # from its weights with a fresh optimizer: opt_state comes back as None.
@@ -251,14 +343,26 @@ def restore_train_state(mngr: ocp.CheckpointManager, workdir: str, target_params
     has_opt = os.path.isdir(os.path.join(checkpoint_dir(workdir), str(step), "opt_state"))
     if has_opt:
       items["opt_state"] = ocp.args.StandardRestore(target_opt_state)
+    where = f"{checkpoint_dir(workdir)}/{step}"
     try:
       restored = mngr.restore(step, args=ocp.args.Composite(**items))
+      saved = (restored["meta"] or {}).get("checksums") if isinstance(restored["meta"],
+                                                                       dict) else None
+      saved = saved if isinstance(saved, dict) else {}
+      verify_checksums(saved.get("params"), restored["params"], "parameters", where)
+      if has_opt:
+        verify_checksums(saved.get("opt_state"), restored["opt_state"], "optimizer state",
+                         where)
     except Exception as e:  # orbax/tensorstore raise many kinds for damaged files
+      failed.append(step)
+      first = (str(e).splitlines() or [""])[0].split(" See full TensorStore")[0][:200]
+      reason = (str(e)[len(where) + 2:] if isinstance(e, CheckpointError) else
+                f"cannot be restored ({type(e).__name__}: {first})")
       if primary:
-        skip_checkpoint(workdir, str(step), f"cannot be restored ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''})")
+        skip_checkpoint(workdir, str(step), reason)
       mngr.reload()
       continue
+    meta = _check_meta(restored["meta"] or {}, step, where)
     data_restored = False
     if has_opt:
       try:
@@ -269,7 +373,16 @@ def restore_train_state(mngr: ocp.CheckpointManager, workdir: str, target_params
         log.warning("%s/%d: the data position cannot be restored (%s); the input streams "
                     "restart", checkpoint_dir(workdir), step, e)
     return (step, restored["params"], restored.get("opt_state") if has_opt else None,
-            restored["meta"] or {}, data_restored)
+            meta, data_restored)
+  earlier = _skipped_finished_steps(workdir)
+  if not start_over and (failed or earlier):
+    what = (f"none of its checkpoints ({', '.join(map(str, failed))}) can be restored "
+            f"(moved to {SKIPPED_DIR}/)" if failed else
+            f"its checkpoints were set aside as unreadable ({SKIPPED_DIR}/: "
+            f"{', '.join(earlier[:4])}{' ...' if len(earlier) > 4 else ''})")
+    raise CheckpointError(
+        f"{os.path.abspath(workdir)}: {what}; refusing to start over from step 0: move a good "
+        f"step back into {CHECKPOINT_DIR}/, use another --workdir, or pass --start-over")
   return None
 
 
@@ -284,3 +397,98 @@ def write_config(workdir: str, cfg: Config) -> str:
     os.replace(path, os.path.join(workdir, f"config.{time.strftime('%Y%m%dT%H%M%S')}.yaml"))
   dump_config(cfg, path)
   return path
+
+
+# --------------------------------------------------------------------------------------
+# Storage failures: one line instead of Orbax's background tracebacks
+# --------------------------------------------------------------------------------------
+
+
+def _megabytes(n: int) -> str:
+  return f"{n / 2**20:,.1f} MB"
+
+
+def free_space(path: str) -> int:
+  """Bytes free for this user on the file system of `path` (or of its nearest parent)."""
+  path = os.path.abspath(path)
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  return shutil.disk_usage(path).free
+
+
+def _cause(error: BaseException) -> str:
+  """The most specific line of an error chain (tensorstore wraps the OS error in text)."""
+  text = ""
+  while error is not None:
+    line = str(error).splitlines()[0] if str(error) else type(error).__name__
+    text = line if not text or "os_error_code" in line or isinstance(error, OSError) else text
+    error = error.__cause__ or error.__context__
+  for marker in ("No space left on device", "Disk quota exceeded", "Read-only file system",
+                 "Permission denied", "Input/output error"):
+    if marker in text:
+      return marker
+  return text[:200]
+
+
+def save_failed(workdir: str, step: int, error: BaseException,
+                last_good: int | None) -> str:
+  """The one line that reports a failed save; its unfinished directory is removed.
+
+  The temporary directory never became a checkpoint, and deleting it gives the space back
+  to the user who must now free more; the last good checkpoint is not touched.
+  """
+  root = checkpoint_dir(workdir)
+  for name in os.listdir(root) if os.path.isdir(root) else []:
+    if name.startswith(f"{step}{_TMP_SUFFIX}"):
+      shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+  good = (f"the last good checkpoint is {root}/{last_good}" if last_good is not None
+          else "no checkpoint was saved")
+  return (f"saving step {step} to {root} failed ({_cause(error)}; "
+          f"{_megabytes(free_space(root))} free there); training stopped, {good}")
+
+
+def storage_bytes(tree: Any) -> int:
+  """Bytes the arrays of a (possibly abstract) pytree take on disk, uncompressed."""
+  return sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+
+
+def check_free_space(workdir: str, checkpoint_bytes: int, keep: int | None) -> None:
+  """Refuse to start when not even one checkpoint fits; warn when `keep` of them do not.
+
+  A save writes a complete new step before an old one is deleted, so the first save needs
+  a checkpoint's size free and a run keeping K steps needs up to K + 1.
+  """
+  free = free_space(workdir)
+  need = int(checkpoint_bytes * 1.05) + 2**20   # metadata, data positions, file system slack
+  if free < need:
+    raise CheckpointError(f"--workdir {os.path.abspath(workdir)}: {_megabytes(free)} free on "
+                          f"its file system, a checkpoint needs about {_megabytes(need)}; "
+                          "free some space or choose another --workdir")
+  existing = len([n for n in os.listdir(checkpoint_dir(workdir)) if n.isdigit()]) if (
+      os.path.isdir(checkpoint_dir(workdir))) else 0
+  if keep and free < need * max(keep + 1 - existing, 1):
+    log.warning("%s: %s free, about %s per checkpoint; keeping %d of them may run out of "
+                "space", workdir, _megabytes(free), _megabytes(need), keep)
+
+
+class _DropOrbaxErrors(logging.Filter):
+  """Orbax logs each failed background write with a traceback from several threads; the
+  exception reaches the caller too, which reports it in one line."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.levelno >= logging.ERROR and
+                f"{os.sep}orbax{os.sep}" in (record.pathname or ""))
+
+
+@contextlib.contextmanager
+def quiet_orbax_errors():
+  """Within: Orbax's own error logs are dropped (failures still raise to the caller)."""
+  drop = _DropOrbaxErrors()
+  loggers = [logging.getLogger("absl"), logging.getLogger()]
+  for logger in loggers:
+    logger.addFilter(drop)
+  try:
+    yield
+  finally:
+    for logger in loggers:
+      logger.removeFilter(drop)

@@ -39,10 +39,20 @@ class RopeScalingConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MemoryConfig:
-  """The LM2 memory bank (docs/architecture.md gives the equations)."""
+  """The memory: LM2's gated bank, RMT's memory tokens, or none (docs/architecture.md).
 
-  enabled: bool = True
+  `kind` replaces the former `enabled` flag; a config that still says `enabled:` (every
+  config.yaml saved before) loads as `enabled: true` -> kind lm2 and `enabled: false` ->
+  kind none (`upgrade_memory_section`).
+  """
+
+  # "lm2": the gated memory bank in the blocks; "rmt": the Recurrent Memory Transformer
+  # baseline (num_slots memory tokens read before and written after each segment); "none":
+  # the plain Llama decoder.
+  kind: Literal["lm2", "rmt", "none"] = "lm2"
+  # LM2: slots of the memory bank; RMT: memory tokens (read and write each).
   num_slots: int = 16
+  # The fields below apply to kind lm2 only.
   # Heads of the memory read and write cross-attentions; width / num_heads per head.
   num_heads: int = 4
   # Memory in the first `layers` decoder blocks; -1 means all of them (paper's Fig. 5 ablates this).
@@ -61,6 +71,23 @@ class MemoryConfig:
   # segment (paper Fig. 2); "per_layer": from this layer's own previous memory (cheaper
   # ablation, all writes independent across depth).
   write_recurrence: Literal["chain", "per_layer"] = "chain"
+  # How a write blends old and new (docs/architecture.md, "Retention"). "lstm": the paper's
+  # Eq. 6, M = g_in * tanh(C) + g_f * P, with g_f from the old memory alone; nothing bounds
+  # it and the forget gate cannot tell a segment with a fact from background. "convex":
+  # M = (1 - z) * P + z * tanh(C) with one write gate z = sigmoid(C Gin + b_in) driven by
+  # what the segment offers (input_bias sets how little background writes); |M| stays
+  # within max(|M_0|, 1) over any number of segments.
+  update: Literal["lstm", "convex"] = "lstm"
+  # RMSNorm of the memory before the read's keys and values: the read sees the same scale
+  # whatever the memory's norm has become.
+  read_norm: bool = False
+  # A learned embedding per slot, added to the memory where slots are addressed (the read's
+  # keys, the write's queries), so slots stay distinguishable after similar writes.
+  slot_keys: bool = False
+  # The write's attention may also attend to a learned "nothing here" key whose value is
+  # zero. With update=convex the write gate is scaled by the attention mass a slot put on
+  # real tokens, so a slot that finds nothing in a segment keeps its content exactly.
+  write_sink: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +124,8 @@ class ModelConfig:
 
   @property
   def num_memory_layers(self) -> int:
-    if not self.memory.enabled:
+    """Decoder blocks with an LM2 memory bank (0 for kinds rmt and none)."""
+    if self.memory.kind != "lm2":
       return 0
     return self.num_layers if self.memory.layers == -1 else self.memory.layers
 
@@ -213,6 +241,12 @@ class DataConfig:
   tasks: tuple[str, ...] = ("qa1",)
   lengths: tuple[str | int, ...] = ()
   haystack: str = "default"
+  # BABILong training samples: with random_offset each sample ends a random 0..segment_len-1
+  # tokens early, so questions and answers fall anywhere in a segment (as in evaluation);
+  # max_gap_segments > 0 puts a log-uniform 0..max_gap_segments * segment_len tokens of
+  # background between the last fact and the question.
+  random_offset: bool = False
+  max_gap_segments: int = 0
   shuffle: bool = True
   # Reader threads per host (0: read in the training thread).
   num_threads: int = 0
@@ -260,8 +294,13 @@ def validate(cfg: Config) -> Config:
     need(rs.high_freq_factor > rs.low_freq_factor, "model.rope_scaling.high_freq_factor",
          f"must exceed low_freq_factor ({rs.high_freq_factor} <= {rs.low_freq_factor})")
   mem = m.memory
-  if mem.enabled:
+  if mem.kind != "none":
     need(mem.num_slots > 0, "model.memory.num_slots", f"must be positive, got {mem.num_slots}")
+  if mem.kind == "rmt":
+    need(m.attention_scope == "segment", "model.attention_scope",
+         "model.memory.kind=rmt recurs over segments through its memory tokens and needs "
+         f"attention_scope=segment, got {m.attention_scope!r}")
+  if mem.kind == "lm2":
     need(mem.num_heads > 0 and m.width % mem.num_heads == 0, "model.memory.num_heads",
          f"{mem.num_heads} heads do not divide model.width={m.width}")
     need(mem.layers == -1 or 1 <= mem.layers <= m.num_layers, "model.memory.layers",
@@ -345,6 +384,8 @@ def _validate_data(d: DataConfig, need):
       except ValueError as e:
         need(False, f"data.lengths[{i}]", str(e))
   need(d.num_threads >= 0, "data.num_threads", f"must be >= 0, got {d.num_threads}")
+  need(d.max_gap_segments >= 0, "data.max_gap_segments",
+       f"must be >= 0, got {d.max_gap_segments}")
 
 
 # --------------------------------------------------------------------------------------
@@ -362,17 +403,49 @@ def _merge(base: dict, over: dict) -> dict:
   return out
 
 
+def _memory_section(data: dict) -> dict | None:
+  model = data.get("model")
+  memory = model.get("memory") if isinstance(model, dict) else None
+  return memory if isinstance(memory, dict) else None
+
+
+def _drop_replaced_memory_key(data: dict, stated: set[str]):
+  """`model.memory.kind` and its former name `enabled` say one thing: when a later source
+  (a config over its `base:`, the command line over the file) states one of them, the other
+  one from the earlier source goes (`model.memory.enabled=false` on a config that says
+  `kind: lm2`, `model.memory.kind=rmt` on a saved config.yaml that says `enabled: true`)."""
+  memory = _memory_section(data)
+  for key, other in (("kind", "enabled"), ("enabled", "kind")):
+    if memory is not None and key in stated and other not in stated:
+      memory.pop(other, None)
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+  """A YAML error in one line: what is wrong and where (PyYAML's own text spans lines)."""
+  mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+  what = getattr(e, "problem", None) or getattr(e, "context", None) or str(e)
+  where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+  return " ".join(f"{what}{where}".split())
+
+
 def _read_yaml(path: str, seen: tuple[str, ...] = ()) -> dict:
   path = os.path.abspath(path)
   if path in seen:
     raise ConfigError(f"{path}: `base:` includes form a cycle: {' -> '.join(seen + (path,))}")
   try:
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
       data = yaml.safe_load(f)
   except FileNotFoundError:
     raise ConfigError(f"{path}: config file not found") from None
+  except IsADirectoryError:
+    raise ConfigError(f"{path}: is a folder, expected a YAML config file") from None
+  except OSError as e:
+    raise ConfigError(f"{path}: cannot read the config file ({e.strerror or e})") from None
+  except UnicodeDecodeError as e:
+    raise ConfigError(f"{path}: not a text file (byte {e.start} is not UTF-8), expected a "
+                      "YAML config file") from None
   except yaml.YAMLError as e:
-    raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(e)}") from None
   if data is None:
     data = {}
   if not isinstance(data, dict):
@@ -380,8 +453,13 @@ def _read_yaml(path: str, seen: tuple[str, ...] = ()) -> dict:
                       f"{type(data).__name__}")
   base = data.pop("base", None)
   if base is not None:
+    if not isinstance(base, str) or not base:
+      raise ConfigError(f"{path}: `base:` got {base!r}, expected the file name of another "
+                        "YAML config")
     base_path = os.path.join(os.path.dirname(path), base)
-    data = _merge(_read_yaml(base_path, seen + (path,)), data)
+    base_data = _read_yaml(base_path, seen + (path,))
+    _drop_replaced_memory_key(base_data, set(_memory_section(data) or ()))
+    data = _merge(base_data, data)
   return data
 
 
@@ -469,7 +547,29 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
   raise ConfigError(f"{key}: unsupported field type {tp}")
 
 
+def upgrade_memory_section(data: dict, key: str) -> dict:
+  """The memory section with the former `enabled` flag turned into `kind`.
+
+  `enabled: true` means kind lm2 (or rmt, when `kind` says so) and `enabled: false` kind
+  none; a `kind` that contradicts `enabled` is an error naming both keys.
+  """
+  if "enabled" not in data:
+    return data
+  data = dict(data)
+  enabled = _coerce(data.pop("enabled"), bool, f"{key}.enabled")
+  kind = data.get("kind")
+  if kind is None:
+    data["kind"] = "lm2" if enabled else "none"
+  elif enabled != (kind != "none"):
+    raise ConfigError(f"{key}.enabled: {str(enabled).lower()} contradicts {key}.kind={kind!r} "
+                      f"(enabled is the former name: true means kind lm2 or rmt, false means "
+                      f"kind none); drop {key}.enabled")
+  return data
+
+
 def _build(cls, data: dict, prefix: str):
+  if cls is MemoryConfig:
+    data = upgrade_memory_section(data, prefix)
   hints = typing.get_type_hints(cls)
   fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
   kwargs = {}
@@ -495,8 +595,10 @@ def load_config(path: str | None, overrides: Sequence[str] = ()) -> Config:
   `path=None` starts from the defaults.
   """
   data = _read_yaml(path) if path else {}
-  for item in overrides:
-    parts, value = _parse_override(item)
+  parsed = [_parse_override(item) for item in overrides]
+  _drop_replaced_memory_key(data, {parts[2] for parts, _ in parsed
+                                   if parts[:2] == ["model", "memory"] and len(parts) == 3})
+  for parts, value in parsed:
     _set_dotted(data, parts, value)
   return from_dict(data)
 

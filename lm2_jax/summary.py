@@ -2,6 +2,8 @@
 
 Parameter counts come from jax.eval_shape (nothing is allocated, so the 1.7B config is
 summarised in a second); FLOPs come from the analytic formula in lm2_jax/model/flops.py.
+For model.memory.kind=rmt the memory parameters are the learned initial memory tokens;
+`matched_rmt` gives the RMT whose parameter count matches an LM2 config's.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 
 import jax
 
-from lm2_jax.config import Config, ConfigError, load_config
+from lm2_jax.config import Config, ConfigError, ModelConfig, load_config, replace, validate
 from lm2_jax.model import abstract_variables, is_memory_param
 from lm2_jax.model.flops import flops_per_token
 
@@ -28,6 +30,31 @@ def count_params(cfg: Config) -> dict[str, int]:
     if is_memory_param(path):
       memory += size
   return {"total_params": total, "memory_params": memory}
+
+
+def describe_memory(m: ModelConfig) -> str:
+  """The memory in a few words, for the one-line descriptions of a model."""
+  if m.memory.kind == "lm2":
+    return f"{m.memory.num_slots} slots in {m.num_memory_layers} layers"
+  if m.memory.kind == "rmt":
+    return f"RMT, {m.memory.num_slots} memory tokens"
+  return "off"
+
+
+def matched_rmt(cfg: Config) -> Config:
+  """The RMT on `cfg`'s backbone whose MLP is widened so that its parameter count matches
+  the LM2's: the RMT adds only N x D memory tokens, the LM2 about 9 D^2 per memory layer.
+  Self-attention is per segment, the only scope the RMT runs with.
+
+  The MLP width is the one free size that changes neither the attention nor the width the
+  memory tokens live in; the counts then differ by less than one MLP column per layer
+  (3 D L parameters). docs/architecture.md gives the counts of the shipped configs.
+  """
+  target = count_params(cfg)["total_params"]
+  rmt = replace(cfg, **{"model.memory.kind": "rmt", "model.attention_scope": "segment"})
+  m = rmt.model
+  extra = round((target - count_params(rmt)["total_params"]) / (3 * m.width * m.num_layers))
+  return validate(replace(rmt, **{"model.mlp_width": max(1, m.mlp_width + extra)}))
 
 
 def summarize(cfg: Config) -> dict:
@@ -54,11 +81,10 @@ def format_table(cfg: Config, s: dict) -> str:
       ("FLOPs/token, forward", f"{s['forward_flops_per_token']:,.0f}",
        _human(s["forward_flops_per_token"])),
   ]
-  head = (f"LM2: {m.num_layers} layers, width {m.width}, {m.num_heads} heads "
+  name = {"lm2": "LM2", "rmt": "RMT", "none": "Llama"}[m.memory.kind]
+  head = (f"{name}: {m.num_layers} layers, width {m.width}, {m.num_heads} heads "
           f"({m.num_kv_heads} kv), MLP {m.mlp_width}, vocab {m.vocab_size}; memory "
-          + (f"{m.memory.num_slots} slots in {m.num_memory_layers} layers"
-             if m.memory.enabled else "off")
-          + f"; segments of {m.segment_len}, attention {m.attention_scope}, "
+          + describe_memory(m) + f"; segments of {m.segment_len}, attention {m.attention_scope}, "
           f"FLOPs at seq_len {s['seq_len']}")
   w = max(len(r[0]) for r in rows)
   v = max(len(r[1]) for r in rows)

@@ -43,6 +43,12 @@ def test_resolved_config_round_trips(tmp_path):
     (["model.memory.layers=9"], r"model\.memory\.layers: must be -1 \(all\) or in 1\.\.2"),
     (["model.memory.num_heads=3"], r"model\.memory\.num_heads: 3 heads do not divide"),
     (["model.width"], r"expected key=value"),
+    (["model.memory.kind=xl"], r"model\.memory\.kind: got 'xl', expected one of \['lm2', 'rmt', "
+                               r"'none'\]"),
+    (["model.memory.kind=rmt", "model.attention_scope=full"],
+     r"model\.attention_scope: model\.memory\.kind=rmt .* needs attention_scope=segment"),
+    (["model.memory.enabled=false", "model.memory.kind=lm2"],
+     r"model\.memory\.enabled: false contradicts model\.memory\.kind='lm2'"),
 ])
 def test_errors_name_the_key(override, message):
   with pytest.raises(ConfigError, match=message):
@@ -58,3 +64,33 @@ def test_file_errors_name_the_file(tmp_path):
   loop = write(tmp_path, "loop.yaml", "base: loop.yaml\n")
   with pytest.raises(ConfigError, match="cycle"):
     load_config(loop)
+
+
+def test_memory_kind_and_its_former_name_enabled(tmp_path):
+  """Configs saved before `kind` existed say `enabled:`; they load as lm2 or none, a
+  command-line `kind` or `enabled` replaces the file's other key, and dumps say `kind`."""
+  assert load_config(None).model.memory.kind == "lm2"
+  off = write(tmp_path, "off.yaml", "model:\n  memory:\n    enabled: false\n")
+  on = write(tmp_path, "on.yaml", "model:\n  memory:\n    enabled: true\n    num_slots: 8\n")
+  assert load_config(off).model.memory.kind == "none"
+  assert load_config(off).model.num_memory_layers == 0
+  assert load_config(on).model.memory.kind == "lm2"
+  assert load_config(on).model.num_memory_layers == 2
+  assert load_config(off, ["model.memory.kind=rmt"]).model.memory.kind == "rmt"
+  assert load_config(on, ["model.memory.enabled=false"]).model.memory.kind == "none"
+  tiny = load_config("configs/tiny.yaml", ["model.memory.enabled=false"])
+  assert tiny.model.memory.kind == "none"
+  child = write(tmp_path, "child.yaml", "base: off.yaml\nmodel:\n  memory:\n    kind: rmt\n")
+  assert load_config(child).model.memory.kind == "rmt"
+  both = write(tmp_path, "both.yaml", "model:\n  memory:\n    enabled: true\n    kind: rmt\n")
+  assert load_config(both).model.memory.kind == "rmt"
+  clash = write(tmp_path, "clash.yaml", "model:\n  memory:\n    enabled: true\n    kind: none\n")
+  with pytest.raises(ConfigError, match=r"model\.memory\.enabled: true contradicts "
+                                        r"model\.memory\.kind='none'"):
+    load_config(clash)
+  path = str(tmp_path / "resolved.yaml")
+  dump_config(load_config(on), path)
+  with open(path) as f:
+    text = f.read()
+  assert "kind: lm2" in text and "enabled" not in text
+  assert load_config(path) == load_config(on)

@@ -89,7 +89,7 @@ def test_logits_match_transformers(hf_models, name):
   if VARIANTS[name][2]:
     assert os.path.exists(os.path.join(folder, "model.safetensors.index.json"))
   cfg, params = load_hf_llama(folder)
-  assert cfg.model.attention_scope == "full" and not cfg.model.memory.enabled
+  assert cfg.model.attention_scope == "full" and cfg.model.memory.kind == "none"
   got = np.asarray(_logits_fn(cfg)(params, TOKENS))
   assert np.abs(got - want).max() < 1e-4
 
@@ -97,7 +97,7 @@ def test_logits_match_transformers(hf_models, name):
 def test_zero_init_lm2_computes_the_llama(hf_models):
   folder, want = hf_models("untied_llama3")
   base = replace(Config(), **{"model.segment_len": 8, "train.seq_len": 24})
-  memory = MemoryConfig(enabled=True, num_slots=8, num_heads=4, layers=2)
+  memory = MemoryConfig(kind="lm2", num_slots=8, num_heads=4, layers=2)
   cfg, params = load_hf_llama(folder, memory, base=base)
   assert cfg.model.memory.zero_init and cfg.model.num_memory_layers == 2
   mem = params["core"]["memory_blocks"]
@@ -153,7 +153,16 @@ def test_half_precision_weights_are_upcast_exactly(tmp_path, dtype):
                                 hf["model.layers.0.mlp.down_proj.weight"].astype(np.float32).T)
 
 
-def test_round_trip_of_an_lm2_is_exact_through_the_cli(tmp_path):
+FORMULATIONS = {
+    "paper": ["model.memory.update=lstm", "model.memory.read_norm=false",
+              "model.memory.slot_keys=false", "model.memory.write_sink=false"],
+    "retention": ["model.memory.update=convex", "model.memory.read_norm=true",
+                  "model.memory.slot_keys=true", "model.memory.write_sink=true"],
+}
+
+
+@pytest.mark.parametrize("formulation", list(FORMULATIONS))
+def test_round_trip_of_an_lm2_is_exact_through_the_cli(tmp_path, formulation):
   write_random_llama(str(tmp_path / "hf"), layers=3, tie=False,
                      rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                    "high_freq_factor": 4.0,
@@ -162,7 +171,8 @@ def test_round_trip_of_an_lm2_is_exact_through_the_cli(tmp_path):
     f.write("{}")
   assert cli(["import-hf", "--hf-dir", str(tmp_path / "hf"), "--out", str(tmp_path / "a"),
               "--config", os.path.join(REPO, "configs", "tiny.yaml"), "model.memory.layers=2",
-              "model.memory.init=learned", "model.memory.num_slots=8"]) == 0
+              "model.memory.init=learned", "model.memory.num_slots=8",
+              *FORMULATIONS[formulation]]) == 0
   assert os.path.exists(tmp_path / "a" / "tokenizer.json")
   cfg_a, params_a, _ = load_params(str(tmp_path / "a"))
   assert cfg_a.model.num_memory_layers == 2 and cfg_a.model.rope_scaling.factor == 8.0
@@ -184,6 +194,29 @@ def test_round_trip_of_an_lm2_is_exact_through_the_cli(tmp_path):
   assert [p for p, _ in flat_a] == [p for p, _ in flat_c]
   for (path, a), (_, c) in zip(flat_a, flat_c):
     np.testing.assert_array_equal(a, c, err_msg=jax.tree_util.keystr(path))
+
+
+def test_an_rmt_imports_with_fresh_memory_tokens_and_round_trips_exactly(tmp_path):
+  write_random_llama(str(tmp_path / "hf"), layers=2)
+  assert cli(["import-hf", "--hf-dir", str(tmp_path / "hf"), "--out", str(tmp_path / "a"),
+              "--config", os.path.join(REPO, "configs", "tiny.yaml"), "model.memory.kind=rmt",
+              "model.memory.num_slots=4"]) == 0
+  cfg_a, params_a, _ = load_params(str(tmp_path / "a"))
+  # RMT runs with segment attention only; its memory tokens are its only fresh parameters.
+  assert cfg_a.model.memory.kind == "rmt" and cfg_a.model.attention_scope == "segment"
+  assert params_a["core"]["memory_init"].shape == (4, 32)
+  params_a = jax.tree.map(lambda x: x + 0.01 * jnp.cos(jnp.arange(x.size).reshape(x.shape)),
+                          params_a)
+  from lm2_jax.checkpoint import save_params
+  save_params(str(tmp_path / "a"), cfg_a, params_a, step=5)
+  assert cli(["export-hf", "--checkpoint", str(tmp_path / "a"), "--out",
+              str(tmp_path / "b")]) == 0
+  assert "lm2.memory.rmt_tokens" in _safetensors(tmp_path / "b")
+  assert cli(["import-hf", "--hf-dir", str(tmp_path / "b"), "--out", str(tmp_path / "c")]) == 0
+  cfg_c, params_c, _ = load_params(str(tmp_path / "c"))
+  assert cfg_c.model == cfg_a.model
+  for a, c in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_c)):
+    np.testing.assert_array_equal(a, c)
 
 
 def test_export_in_bfloat16_rounds_each_tensor(tmp_path):
@@ -307,6 +340,6 @@ def test_llama_3_2_1b_config_gives_the_shipped_configs():
                                       compute_dtype=shipped.model.compute_dtype)
     assert not from_folder
     want = shipped.model
-    if want.memory.enabled:
+    if want.memory.kind == "lm2":
       want = replace(want, **{"memory.zero_init": True})
     assert cfg.model == want and cfg.train == shipped.train, name

@@ -67,6 +67,6 @@ def test_memory_read_maps_and_heatmaps(tmp_path):
   plots.memory_heatmaps(before, after, labels, str(tmp_path / "map.png"))
   assert _is_png(tmp_path / "map.png")
 
-  plain = load_config(None, ["model.memory.enabled=false"]).model
+  plain = load_config(None, ["model.memory.kind=none"]).model
   with pytest.raises(EvaluationError, match="no memory"):
     memory_map.read_maps(Engine(plain, {}, tok), ids, tok.pad_id)

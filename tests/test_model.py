@@ -17,7 +17,7 @@ SEG = 8
 
 def make(scope="segment", memory=True, **over):
   args = [f"model.segment_len={SEG}", f"model.attention_scope={scope}",
-          f"model.memory.enabled={str(memory).lower()}"]
+          f"model.memory.kind={'lm2' if memory else 'none'}"]
   args += [f"{k}={v}" for k, v in over.items()]
   cfg = load_config(None, args).model
   return cfg, build_model(cfg)

@@ -11,7 +11,7 @@ from lm2_jax.sharding import LOGICAL_NAMES
 
 @pytest.mark.parametrize("over", [[], ["model.tie_embeddings=false", "model.memory.init=learned",
                                        "model.memory.layers=1", "model.num_layers=3"],
-                                  ["model.memory.enabled=false"]])
+                                  ["model.memory.kind=none"], ["model.memory.kind=rmt"]])
 def test_every_parameter_axis_has_a_logical_name_with_a_rule(over):
   cfg = load_config(None, over).model
   boxed = abstract_variables(cfg)["params"]

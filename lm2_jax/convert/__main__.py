@@ -12,13 +12,14 @@ Bad input gives one line naming the file and tensor, and exit code 2.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 from lm2_jax.checkpoint import CheckpointError
+from lm2_jax.cli import OneLineParser
 from lm2_jax.config import ConfigError, load_config, to_dict
 from lm2_jax.convert.hf import EXPORT_DTYPES, ConvertError, export_hf, import_hf, parse_size
+from lm2_jax.summary import describe_memory
 
 
 def _note(msg: str):
@@ -36,10 +37,10 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 def _import(args) -> int:
-  # Without --config the import is a plain Llama; model.memory.enabled=true adds a memory.
+  # Without --config the import is a plain Llama; model.memory.kind=lm2 (or rmt) adds a memory.
   base = None
   if args.config or args.overrides:
-    defaults = [] if args.config else ["model.memory.enabled=false"]
+    defaults = [] if args.config else ["model.memory.kind=none"]
     base = load_config(args.config, defaults + list(args.overrides))
   start = time.time()
   cfg = import_hf(args.hf_dir, args.out, base=base,
@@ -50,17 +51,16 @@ def _import(args) -> int:
       _note(f"note: {key}={before[key]!r} from {args.config} replaced by {after[key]!r} "
             f"from {args.hf_dir}")
   m = cfg.model
-  memory = (f"memory {m.memory.num_slots} slots in {m.num_memory_layers} layers"
-            if m.memory.enabled else "no memory")
   print(f"imported {args.hf_dir} -> {args.out} (step 0): {m.num_layers} layers, width "
-        f"{m.width}, vocab {m.vocab_size}, {memory}, in {time.time() - start:.1f} s")
+        f"{m.width}, vocab {m.vocab_size}, memory {describe_memory(m)}, in "
+        f"{time.time() - start:.1f} s")
   return 0
 
 
 def _export(args) -> int:
   start = time.time()
   cfg = export_hf(args.checkpoint, args.out, args.dtype, parse_size(args.max_shard_size))
-  if cfg.model.memory.enabled or cfg.model.attention_scope != "full":
+  if cfg.model.memory.kind != "none" or cfg.model.attention_scope != "full":
     _note("note: transformers computes this folder as a plain Llama with full attention; "
           "the memory and segment settings travel in config.json's lm2_memory entry")
   print(f"exported {args.checkpoint} -> {args.out} ({args.dtype}) in "
@@ -69,9 +69,9 @@ def _export(args) -> int:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m lm2_jax.convert",
-                                   description=__doc__.split("\n\n")[0])
-  sub = parser.add_subparsers(dest="command", required=True)
+  parser = OneLineParser(prog="python -m lm2_jax.convert",
+                         description=__doc__.split("\n\n")[0])
+  sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
   imp = sub.add_parser("import-hf", help="Hugging Face Llama folder -> work directory")
   imp.add_argument("--hf-dir", required=True, help="folder with config.json and *.safetensors")
   imp.add_argument("--out", required=True, help="new work directory")
@@ -89,6 +89,10 @@ def main(argv=None) -> int:
   except (ConvertError, ConfigError, CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except OSError as e:  # a full or failing disk while writing: nothing was published
+    print(f"error: {args.command} --out {args.out}: {e.strerror or e} "
+          f"({getattr(e, 'filename', None) or 'writing'})", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ full table, the memory tensors' names, and what each bad input produces.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import math
 import os
@@ -45,7 +46,7 @@ from lm2_jax.data.errors import DataError
 from lm2_jax.data.tokenizers import load_tokenizer
 from lm2_jax.model import abstract_variables, build_model
 from lm2_jax.sharding import logical_shardings
-from lm2_jax.summary import is_memory_param
+from lm2_jax.model import is_memory_param
 
 CONFIG_JSON = "config.json"
 INDEX_JSON = "model.safetensors.index.json"
@@ -55,6 +56,8 @@ TOKENIZER_JSON = "tokenizer.json"
 # _memory_rows; the config.json entry MEMORY_ENTRY describes the memory.
 MEMORY_PREFIX = "lm2.memory.layers."
 MEMORY_ENTRY = "lm2_memory"
+# An exported RMT's learned initial memory tokens [N, D] (model.memory.kind=rmt).
+RMT_MEMORY = "lm2.memory.rmt_tokens"
 
 # safetensors dtypes that convert to float32. Integer, boolean and float8 tensors are
 # quantised or not weights at all: refusing them beats a silently wrong model.
@@ -103,7 +106,7 @@ def _llama_rows(i: int) -> list[tuple[str, tuple[str, ...], int | None]]:
   ]
 
 
-def _memory_rows(i: int) -> list[tuple[str, tuple[str, ...], int | None]]:
+def _memory_rows(i: int, mem: MemoryConfig) -> list[tuple[str, tuple[str, ...], int | None]]:
   pre = f"{MEMORY_PREFIX}{i}."
   rows = []
   for side, module in (("read", "memory_read"), ("write", "memory_write")):
@@ -115,9 +118,17 @@ def _memory_rows(i: int) -> list[tuple[str, tuple[str, ...], int | None]]:
       (pre + "write.norm.weight", ("memory_write", "norm", "scale"), None),
       (pre + "write.input_gate.weight", ("memory_write", "input_gate_kernel"), 1),
       (pre + "write.input_gate.bias", ("memory_write", "input_gate_bias"), None),
-      (pre + "write.forget_gate.weight", ("memory_write", "forget_gate_kernel"), 1),
-      (pre + "write.forget_gate.bias", ("memory_write", "forget_gate_bias"), None),
   ]
+  if mem.update == "lstm":
+    rows += [(pre + "write.forget_gate.weight", ("memory_write", "forget_gate_kernel"), 1),
+             (pre + "write.forget_gate.bias", ("memory_write", "forget_gate_bias"), None)]
+  if mem.read_norm:
+    rows.append((pre + "read.norm.weight", ("memory_read", "norm", "scale"), None))
+  if mem.slot_keys:
+    rows += [(pre + "read.slot_keys", ("memory_read", "slot_keys"), None),
+             (pre + "write.slot_queries", ("memory_write", "slot_queries"), None)]
+  if mem.write_sink:
+    rows.append((pre + "write.sink", ("memory_write", "sink"), None))
   return rows
 
 
@@ -127,11 +138,13 @@ def tensor_table(m: ModelConfig, with_memory: bool) -> list[_Tensor]:
   n_mem = m.num_memory_layers
   for i in range(m.num_layers):
     stack, j = ("memory_blocks", i) if i < n_mem else ("blocks", i - n_mem)
-    layer_rows = _llama_rows(i) + (_memory_rows(i) if with_memory and i < n_mem else [])
+    layer_rows = _llama_rows(i) + (_memory_rows(i, m.memory) if with_memory and i < n_mem else [])
     rows += [_Tensor(hf_name, ("core", stack) + sub, j, n_in) for hf_name, sub, n_in in layer_rows]
     if with_memory and i < n_mem and m.memory.init == "learned":
       rows.append(_Tensor(f"{MEMORY_PREFIX}{i}.initial_memory", ("core", "memory_init"), i,
                           None))
+  if with_memory and m.memory.kind == "rmt":
+    rows.append(_Tensor(RMT_MEMORY, ("core", "memory_init"), None, None))
   rows.append(_Tensor("model.norm.weight", ("core", "final_norm", "scale"), None, None))
   if not m.tie_embeddings:
     rows.append(_Tensor("lm_head.weight", ("core", "lm_head"), None, 1))
@@ -236,11 +249,13 @@ def config_from_hf(hf: dict, where: str, base: Config | None = None,
   The architecture comes from config.json; everything else (training, remat, segment
   length) from `base`. The memory: `memory` when given (fresh), else the folder's own
   `lm2_memory` entry (an exported LM2, read back exactly), else base's (fresh), else none.
-  A fresh memory is built with zero_init, and self-attention is `full`, so the imported
-  model computes exactly the Llama until it is trained.
+  A fresh LM2 memory is built with zero_init, and self-attention is `full`, so the imported
+  model computes exactly the Llama until it is trained. A fresh RMT gets
+  attention_scope=segment, the only scope it runs with (its memory tokens change the
+  logits from the start).
   """
   defaults = base is None
-  base = base or replace(Config(), **{"model.memory": MemoryConfig(enabled=False)})
+  base = base or replace(Config(), **{"model.memory": MemoryConfig(kind="none")})
   arch = _architecture_from_hf(hf, where)
   changes: dict[str, Any] = {f"model.{k}": v for k, v in arch.items()}
   changes["model.compute_dtype"] = compute_dtype
@@ -264,9 +279,10 @@ def config_from_hf(hf: dict, where: str, base: Config | None = None,
                     "model.attention_scope": saved.model.attention_scope})
   else:
     memory = memory if memory is not None else base.model.memory
-    if memory.enabled:
+    if memory.kind == "lm2":
       memory = dataclasses.replace(memory, zero_init=True)
-    changes.update({"model.memory": memory, "model.attention_scope": "full"})
+    changes.update({"model.memory": memory,
+                    "model.attention_scope": "segment" if memory.kind == "rmt" else "full"})
   if defaults:  # no settings given: train on a whole number of the folder's segments
     seg = changes.get("model.segment_len", base.model.segment_len)
     changes["train.seq_len"] = -(-base.train.seq_len // seg) * seg
@@ -311,7 +327,7 @@ def config_to_hf(cfg: Config, dtype: str = "float32", extra: dict | None = None)
       "torch_dtype": dtype,
       "dtype": dtype,
   }
-  if m.memory.enabled:
+  if m.memory.kind != "none":
     out[MEMORY_ENTRY] = {"memory": to_dict(m.memory), "segment_len": m.segment_len,
                          "attention_scope": m.attention_scope}
   out.update(extra or {})
@@ -472,7 +488,8 @@ def load_hf_llama(hf_dir: str, memory: MemoryConfig | None = None,
   used = {row.hf_name for row in table}
   ignorable = lambda n: (n.endswith(_IGNORED_SUFFIXES)
                          or (n == "lm_head.weight" and cfg.model.tie_embeddings)
-                         or (n.startswith(MEMORY_PREFIX) and memory is not None))
+                         or ((n.startswith(MEMORY_PREFIX) or n == RMT_MEMORY)
+                             and memory is not None))
   extra = sorted(n for n in folder.entries if n not in used and not ignorable(n))
   if extra:
     more = f" and {len(extra) - 1} more" if len(extra) > 1 else ""
@@ -508,17 +525,51 @@ def load_hf_llama(hf_dir: str, memory: MemoryConfig | None = None,
   return cfg, jax.tree.unflatten(treedef, [placed[p] for p in abstract])
 
 
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:   # alive, another user's
+    return True
+  return True
+
+
+def remove_stale_partials(path: str) -> list[str]:
+  """Delete `<path>.partial-<pid>` folders left by conversions killed on this host.
+
+  A folder whose process still runs is another conversion at work and is left alone.
+  """
+  removed = []
+  for tmp in glob.glob(glob.escape(path) + ".partial-*"):
+    pid = tmp.rsplit("-", 1)[-1]
+    if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+      shutil.rmtree(tmp, ignore_errors=True)
+      removed.append(tmp)
+  return removed
+
+
 def _fresh_output_dir(path: str, what: str, create: bool = True) -> str:
   """A sibling temporary directory to write into; refuses to touch an existing result."""
   path = os.path.abspath(path)
   if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
     raise ConvertError(f"{path}: already exists and is not empty; {what} never overwrites, "
                        f"choose a new directory")
+  parent = os.path.dirname(path)
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+    raise ConvertError(f"--out {path}: cannot write there ({parent} is "
+                       f"{'not a folder' if not os.path.isdir(parent) else 'not writable'})")
   if not create:
     return path
+  remove_stale_partials(path)
   tmp = f"{path}.partial-{os.getpid()}"
   shutil.rmtree(tmp, ignore_errors=True)
-  os.makedirs(tmp)
+  try:
+    os.makedirs(tmp)
+  except OSError as e:
+    raise ConvertError(f"--out {path}: cannot write there ({e.strerror or e})") from None
   return tmp
 
 
@@ -588,7 +639,7 @@ def write_hf_llama(cfg: Config, params, out_dir: str, dtype: str = "float32",
     raise ConvertError(f"dtype {dtype!r}: expected one of {sorted(EXPORT_DTYPES)}")
   np_dtype = EXPORT_DTYPES[dtype]
   leaves = dict(_flat_leaves(params))
-  table = tensor_table(cfg.model, with_memory=cfg.model.memory.enabled)
+  table = tensor_table(cfg.model, with_memory=cfg.model.memory.kind != "none")
   itemsize = np.dtype(np_dtype).itemsize
   umask = os.umask(0)
   os.umask(umask)
@@ -647,6 +698,7 @@ def export_hf(checkpoint: str, out_dir: str, dtype: str = "float32",
   """
   if dtype not in EXPORT_DTYPES:
     raise ConvertError(f"dtype {dtype!r}: expected one of {sorted(EXPORT_DTYPES)}")
+  _fresh_output_dir(out_dir, "export-hf", create=False)  # fail before reading the weights
   cfg, params, _ = load_params(checkpoint)
   params = jax.device_get(params)
   workdir, _ = resolve(checkpoint)
@@ -662,6 +714,6 @@ def export_hf(checkpoint: str, out_dir: str, dtype: str = "float32",
   return cfg
 
 
-__all__ = ["ConvertError", "MEMORY_ENTRY", "MEMORY_PREFIX",
+__all__ = ["ConvertError", "MEMORY_ENTRY", "MEMORY_PREFIX", "RMT_MEMORY",
            "config_from_hf", "config_to_hf", "export_hf", "import_hf", "load_hf_llama",
            "param_shardings", "parse_size", "tensor_table", "write_hf_llama"]

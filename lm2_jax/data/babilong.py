@@ -23,6 +23,7 @@ import glob
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -121,18 +122,20 @@ def _trim_to(sentence: str, room: int, tokenizer: Tokenizer) -> tuple[str, int]:
 
 
 def _assemble(facts: Sequence[str], budget: int, tokenizer: Tokenizer,
-              stream: Iterator[str], rng: random.Random) -> str | None:
+              stream: Iterator[str], rng: random.Random, gap: int | None = None) -> str | None:
   """Facts in order among background sentences, about ``budget`` tokens; None if they don't fit.
 
   Each piece is costed as " " + piece (the first piece's space is free), which is exact for
   the byte tokenizer; for subword tokenizers the joined text is re-counted and the tail
-  trimmed until it fits.
+  trimmed until it fits. With ``gap``, the last fact is followed by about ``gap`` tokens of
+  background (at most what the budget leaves) and the other facts lie anywhere before it.
   """
   fact_cost = sum(_count(tokenizer, [" " + f for f in facts]))
   room = budget + 1 - fact_cost
   if room < 0:
     return None
   background: list[str] = []
+  costs_kept: list[int] = []
   too_long = 0
   while room > 0:
     batch = [next(stream) for _ in range(64)]
@@ -140,6 +143,7 @@ def _assemble(facts: Sequence[str], budget: int, tokenizer: Tokenizer,
     for sentence, cost in zip(batch, costs):
       if cost <= room:
         background.append(sentence)
+        costs_kept.append(cost)
         room -= cost
         continue
       # Near the end, look a little further for a sentence that fits, then cut one short.
@@ -148,10 +152,18 @@ def _assemble(facts: Sequence[str], budget: int, tokenizer: Tokenizer,
         part, cost = _trim_to(sentence, room, tokenizer)
         if part:
           background.append(part)
+          costs_kept.append(cost)
         room = 0
         break
 
-  gaps = sorted(rng.randrange(len(background) + 1) for _ in facts)
+  if gap is None:
+    gaps = sorted(rng.randrange(len(background) + 1) for _ in facts)
+  else:  # the last fact goes before background[last]; the tail after it costs >= gap
+    last, tail = len(background), 0
+    while last > 0 and tail < gap:
+      last -= 1
+      tail += costs_kept[last]
+    gaps = sorted(rng.randrange(last + 1) for _ in facts[:-1]) + [last]
   pieces: list[str] = []
   fact_iter = iter(zip(gaps, facts))
   nxt = next(fact_iter, None)
@@ -185,7 +197,7 @@ def _assemble(facts: Sequence[str], budget: int, tokenizer: Tokenizer,
 
 def _build(task: str, index: int, seed: int, tokenizer: Tokenizer, haystack: Haystack, *,
            budget: int | None, fill: bool, split: str, overhead=None,
-           stats: dict | None = None) -> dict:
+           stats: dict | None = None, gap: int | None = None) -> dict:
   """The sample for (task, index): a story that fits ``budget``, padded with background.
 
   Stories whose facts do not fit are redrawn (as the published data drops them); ``stats``,
@@ -198,13 +210,15 @@ def _build(task: str, index: int, seed: int, tokenizer: Tokenizer, haystack: Hay
     limit = budget
     if limit is not None and overhead is not None:
       limit -= overhead(story)
+    if gap is not None and budget is None:  # the facts, then `gap` tokens of background
+      limit, fill = sum(_count(tokenizer, [" " + f for f in story.facts])) + gap, True
     if not fill or limit is None:
       text = " ".join(story.facts)
       if limit is not None and _count(tokenizer, [text])[0] > limit:
         continue
     else:
       rng = _rng(seed, split, "haystack", task, index, limit, attempt)
-      text = _assemble(story.facts, limit, tokenizer, haystack.sentences(rng), rng)
+      text = _assemble(story.facts, limit, tokenizer, haystack.sentences(rng), rng, gap)
       if text is None:
         continue
     return {"input": text, "question": story.question, "target": story.answer}
@@ -215,19 +229,23 @@ def _build(task: str, index: int, seed: int, tokenizer: Tokenizer, haystack: Hay
 def make_sample(task: str, length: str | int, index: int, seed: int = 0,
                 tokenizer: Tokenizer | str | None = None, haystack: Haystack | str | None = None,
                 *, reserve_tokens: int = PROMPT_RESERVE, split: str = "test",
-                stats: dict | None = None) -> dict:
+                stats: dict | None = None, gap: int | None = None) -> dict:
   """Sample ``index`` of ``task`` at a nominal ``length``: ``{"input", "question", "target"}``.
 
   A pure function of its arguments (``split`` separates training draws from evaluation draws
   made with the same seed). ``tokenizer`` counts the length (default: bytes); ``haystack``
   gives the background (default: the built-in generator). ``stats`` (a dict) counts the
-  stories redrawn because their facts did not fit.
+  stories redrawn because their facts did not fit. With ``length`` "0k" and ``gap`` tokens,
+  the facts are followed by that much background before the question (the inserted-gap
+  probe of the memory).
   """
   tokenizer = load_tokenizer(tokenizer or "byte")
   haystack = load_haystack(haystack)
   budget = input_budget(length, reserve_tokens)
+  if gap is not None and budget is not None:
+    raise ValueError("make_sample: gap= needs length 0k (the facts, then the gap)")
   return _build(babi.check_task(task), int(index), int(seed), tokenizer, haystack,
-                budget=budget, fill=budget is not None, split=split, stats=stats)
+                budget=budget, fill=budget is not None, split=split, stats=stats, gap=gap)
 
 
 class BabilongSource:
@@ -490,13 +508,22 @@ def sample_to_arrays(sample: dict, tokenizer: Tokenizer, seq_len: int, *, add_bo
 
 
 class _TrainingSource:
-  """Record i: a training sample sized to fit its length, as (tokens, loss_mask) arrays."""
+  """Record i: a training sample sized to fit its length, as (tokens, loss_mask) arrays.
 
-  def __init__(self, tasks, lengths, tokenizer, haystack, seq_len, seed, add_bos):
+  ``end_jitter`` > 0 shortens each sample by a random 0..end_jitter-1 tokens (right padding
+  follows), so the question ends at any offset inside a segment and answers cross segment
+  boundaries, as they do in evaluation. ``max_gap`` > 0 puts a log-uniform amount of
+  background, 0..max_gap tokens, between the last fact and the question, so training asks
+  for every distance up to it rather than mostly short ones.
+  """
+
+  def __init__(self, tasks, lengths, tokenizer, haystack, seq_len, seed, add_bos,
+               end_jitter=0, max_gap=0):
     self.tasks = tuple(babi.check_task(t) for t in tasks)
     self.lengths = tuple(min(parse_length(x), seq_len) for x in lengths)
     self.tokenizer, self.haystack = tokenizer, haystack
     self.seq_len, self.seed, self.add_bos = seq_len, seed, add_bos
+    self.end_jitter, self.max_gap = end_jitter, max_gap
     # Boundary effects of subword tokenizers can add a token where prompt parts meet.
     self.slack = 0 if isinstance(tokenizer, ByteTokenizer) else 3
 
@@ -513,9 +540,15 @@ class _TrainingSource:
     i = int(i)
     pick = _rng(self.seed, "train", "pick", i)
     task, length = pick.choice(self.tasks), pick.choice(self.lengths)
+    budget = length or self.seq_len
+    if self.end_jitter:
+      budget -= pick.randrange(min(self.end_jitter, budget // 2))
+    gap = None
+    if self.max_gap:
+      gap = int(math.exp(pick.uniform(0.0, math.log(self.max_gap + 1)))) - 1
     sample = _build(task, i, self.seed, self.tokenizer, self.haystack,
-                    budget=length or self.seq_len, fill=length > 0, split="train",
-                    overhead=self._overhead)
+                    budget=budget, fill=length > 0, split="train",
+                    overhead=self._overhead, gap=gap)
     tokens, loss_mask = sample_to_arrays(sample, self.tokenizer, self.seq_len,
                                          add_bos=self.add_bos)
     return {"tokens": tokens, "loss_mask": loss_mask}
@@ -525,7 +558,7 @@ def make_babilong_dataset(tasks: Sequence[str], lengths: Sequence[str | int] | N
                           tokenizer: Tokenizer | str, seq_len: int, batch_size: int, *,
                           seed: int = 0, shard_index: int = 0, shard_count: int = 1,
                           haystack: Haystack | str | None = None, add_bos: bool = True,
-                          num_threads: int = 0):
+                          num_threads: int = 0, end_jitter: int = 0, max_gap: int = 0):
   """An endless Grain stream of BABILong training batches in the compact template.
 
   Each batch is ``{"tokens": int32[batch_size, seq_len], "loss_mask": float32[batch_size,
@@ -533,11 +566,12 @@ def make_babilong_dataset(tasks: Sequence[str], lengths: Sequence[str | int] | N
   ``sample_to_arrays``). Record i picks its task from ``tasks`` and a total length from
   ``lengths`` (token counts such as 512 or "1k", capped at ``seq_len``; 0 or "0k" means the
   facts alone; ``None`` means ``[seq_len]``) and fills that many tokens — prompt, answer and
-  special tokens included — so nothing is ever cut. Building the dataset costs nothing, so a
-  curriculum can make one per sequence length. Host ``shard_index`` of ``shard_count`` reads
-  records shard_index, shard_index + shard_count, ...; ``iterator.get_state()`` /
-  ``set_state()`` resume exactly. Draws use the "train" split, so they differ from evaluation
-  samples made with the same seed.
+  special tokens included — so nothing is ever cut. ``end_jitter`` and ``max_gap`` vary where
+  the question ends and how far the last fact lies before it (``_TrainingSource``). Building
+  the dataset costs nothing, so a curriculum can make one per sequence length. Host
+  ``shard_index`` of ``shard_count`` reads records shard_index, shard_index + shard_count,
+  ...; ``iterator.get_state()`` / ``set_state()`` resume exactly. Draws use the "train"
+  split, so they differ from evaluation samples made with the same seed.
   """
   import grain  # pylint: disable=g-import-not-at-top
 
@@ -545,7 +579,7 @@ def make_babilong_dataset(tasks: Sequence[str], lengths: Sequence[str | int] | N
     raise ValueError(f"shard_index={shard_index} must be in [0, shard_count={shard_count})")
   tokenizer = load_tokenizer(tokenizer)
   source = _TrainingSource(tasks, lengths or (seq_len,), tokenizer, load_haystack(haystack),
-                           seq_len, seed, add_bos)
+                           seq_len, seed, add_bos, end_jitter, max_gap)
   ds = grain.MapDataset.source(source)[shard_index::shard_count]
   read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(2 * batch_size, 1))
   return ds.to_iter_dataset(read).batch(batch_size, drop_remainder=True)
@@ -626,7 +660,8 @@ def load_babilong_dir(path: str | os.PathLike, task: str, length: str) -> list[d
 
 # --- command line ------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(
+  from lm2_jax.cli import OneLineParser  # pylint: disable=g-import-not-at-top
+  p = OneLineParser(
       prog="python -m lm2_jax.data.babilong",
       description="Generate BABILong samples offline in the published layout DIR/<task>/<length>.json.")
   p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated, e.g. qa1,qa2")
@@ -648,12 +683,19 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = _parser().parse_args(argv)
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
   try:
+    if args.num_samples < 1:
+      raise DataError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if args.reserve_tokens < 0:
+      raise DataError(f"--reserve-tokens must be >= 0, got {args.reserve_tokens}")
     tasks = [babi.check_task(t.strip()) for t in args.tasks.split(",") if t.strip()]
     lengths = [length_name(parse_length(x)) for x in args.lengths.split(",") if x.strip()]
+    if not tasks or not lengths:
+      raise DataError(f"--{'tasks' if not tasks else 'lengths'}: nothing given")
     for length in lengths:
       input_budget(length, args.reserve_tokens)
     tokenizer = load_tokenizer(args.tokenizer)
     haystack = load_haystack(args.haystack)
+    _check_output_dir(args.output_dir)
     for task in tasks:
       os.makedirs(os.path.join(args.output_dir, task), exist_ok=True)
       for length in lengths:
@@ -671,7 +713,22 @@ def main(argv: Sequence[str] | None = None) -> int:
   except (DataError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except OSError as e:  # a full or failing disk while writing
+    print(f"error: --output-dir {args.output_dir}: {e.strerror or e} ({e.filename})",
+          file=sys.stderr)
+    return 1
   return 0
+
+
+def _check_output_dir(path: str) -> None:
+  """--output-dir is (or can become) a writable folder; checked before generating."""
+  existing = os.path.abspath(path)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise DataError(f"--output-dir {path}: {existing} is a file, expected a folder")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise DataError(f"--output-dir {path}: {existing} is not writable")
 
 
 if __name__ == "__main__":

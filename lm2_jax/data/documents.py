@@ -48,6 +48,41 @@ def expand_paths(paths: str | os.PathLike | Sequence[str | os.PathLike],
   return files
 
 
+def _jsonl_text(path: str, number: int, line: bytes, text_key: str) -> str:
+  """The text field of one JSONL line, or DataError naming the file and line."""
+  try:
+    record = json.loads(line)
+  except json.JSONDecodeError as e:
+    raise DataError(f"{path}, line {number}: not valid JSON ({e.msg})") from None
+  except UnicodeDecodeError as e:  # json.loads decodes bytes before parsing
+    raise DataError(f"{path}, line {number}: not UTF-8 text (byte {e.start} of the line), "
+                    "expected one JSON object per line") from None
+  text = record.get(text_key) if isinstance(record, dict) else None
+  if not isinstance(text, str):
+    raise DataError(f"{path}, line {number}: expected a JSON object with a string "
+                    f"{text_key!r} field")
+  return text
+
+
+def check_first_records(paths: str | os.PathLike | Sequence[str | os.PathLike],
+                        text_key: str = "text") -> None:
+  """Read the first document of every file (not the whole index, which can take minutes):
+  binary garbage or a missing field fails at once, in one line, before a run writes
+  anything, instead of inside the input pipeline."""
+  for path in expand_paths(paths, TEXT_EXTENSIONS):
+    if path.endswith((".jsonl", ".json")):
+      try:
+        with open(path, "rb") as f:
+          for number, line in enumerate(f, start=1):
+            if line.strip():
+              _jsonl_text(path, number, line, text_key)
+              break
+      except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    elif path.endswith(".parquet"):
+      DocumentSource([path], text_key)   # reads the footer: format and column
+
+
 class DocumentSource:
   """Documents of text files as a Grain-compatible random-access source of strings."""
 
@@ -137,15 +172,7 @@ class DocumentSource:
         with open(path, "rb") as fh:
           fh.seek(int(self._index[f][k]))
           line = fh.readline()
-        try:
-          record = json.loads(line)
-        except json.JSONDecodeError as e:
-          raise DataError(f"{path}, line {self._lines[f][k]}: not valid JSON ({e.msg})") from e
-        text = record.get(self.text_key) if isinstance(record, dict) else None
-        if not isinstance(text, str):
-          raise DataError(f"{path}, line {self._lines[f][k]}: expected a JSON object with a "
-                          f"string {self.text_key!r} field")
-        return text
+        return _jsonl_text(path, int(self._lines[f][k]), line, self.text_key)
       group = int(np.searchsorted(self._index[f], k, side="right")) - 1
       texts = self._row_group(path, group)
       text = texts[k - int(self._index[f][group])]

@@ -129,6 +129,15 @@ class TokenShardSource:
     return f"TokenShardSource({len(self.files)} files, {len(self)} windows of {self.seq_len})"
 
 
+def _nearest_tfds_names(name: str, n: int = 3) -> list[str]:
+  """The registered TFDS names closest to `name` (its part before any /config/version)."""
+  import difflib  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  names = tfds.list_builders(with_community_datasets=False)
+  base = name.split("/")[0].split(":")[0]
+  return difflib.get_close_matches(base, names, n=n, cutoff=0.0)
+
+
 class TfdsTextSource:
   """The text feature of a TFDS dataset prepared in ArrayRecord format, via tfds.data_source."""
 
@@ -143,8 +152,12 @@ class TfdsTextSource:
       else:
         self._source = tfds.data_source(name, split=split, data_dir=data_dir, try_gcs=False)
     except Exception as e:  # tfds raises many kinds (DatasetNotFoundError, ValueError, ...)
+      if type(e).__name__ == "DatasetNotFoundError":
+        raise DataError(f"tfds:{name}: no such dataset (data_dir={data_dir}); nearest names: "
+                        f"{', '.join(_nearest_tfds_names(name))}") from None
+      first = str(e).splitlines()[0] if str(e) else ""
       raise DataError(f"tfds:{name} split {split!r} (data_dir={data_dir}): cannot open as an "
-                      f"ArrayRecord data source ({type(e).__name__}: {e})") from e
+                      f"ArrayRecord data source ({type(e).__name__}: {first})") from None
 
   def __len__(self) -> int:
     return len(self._source)

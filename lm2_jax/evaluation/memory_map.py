@@ -25,7 +25,8 @@ def read_maps(engine, ids: list[int], pad_id: int) -> dict:
   """{"before", "after"}: float32 [memory layers, len(ids), slots], plus a per-layer summary."""
   cfg = engine.cfg
   if not cfg.num_memory_layers:
-    raise EvaluationError("memory-map: this model has no memory (model.memory.enabled=false)")
+    raise EvaluationError("memory-map: this model has no memory bank to read (model.memory."
+                          f"kind={cfg.memory.kind}; the maps need kind lm2)")
   seg = cfg.segment_len
   t = len(ids)
   padded = -(-t // seg) * seg

@@ -65,8 +65,8 @@ class PredictionLog:
   """An append-only CSV of per-sample rows, the journal an interrupted run resumes from.
 
   `rows()` returns the complete rows already written; `append(rows)` adds whole rows and
-  flushes them to disk. A last row cut short by an interruption is dropped when the log
-  is opened.
+  flushes them to disk. A last row cut short by an interruption (even inside a UTF-8
+  character) is dropped when the log is opened.
   """
 
   def __init__(self, path: str, header: Sequence[str]):
@@ -74,8 +74,12 @@ class PredictionLog:
     self._rows: list[dict[str, str]] = []
     if not os.path.exists(path):
       return
-    with open(path, "r", encoding="utf-8", newline="") as f:
-      text = f.read()
+    with open(path, "rb") as f:
+      data = f.read()
+    try:
+      text = data.decode("utf-8")
+    except UnicodeDecodeError as e:  # cut inside a character: the rows before it count
+      text = data[:e.start].decode("utf-8")
     # Keep the longest run of rows that re-serialise to exactly the text on disk (the
     # writer's format is canonical); whatever follows was cut short and is dropped.
     parsed, end = [], 0

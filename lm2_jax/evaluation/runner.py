@@ -36,8 +36,12 @@ from lm2_jax.evaluation import mmlu as ev_mmlu
 from lm2_jax.evaluation import perplexity as ev_ppl
 from lm2_jax.evaluation.report import EvaluationError, write_atomic, write_csv, write_json
 from lm2_jax.inference import Engine, InferenceError, SamplingParams
+from lm2_jax.lock import LockedError, RunLock
 
 TASKS = ("babilong", "mmlu", "perplexity", "memory-map")
+# The longest BABILong length accepted without --allow-long: the longest of the published
+# suite that a single host evaluates in hours, not days.
+MAX_LENGTH = 1_000_000
 ERRORS = (ConfigError, ckpt.CheckpointError, DataError, EvaluationError, InferenceError)
 
 
@@ -75,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
   g.add_argument("--lengths", help="e.g. 0k,1k,4k,16k (default: 0k, 1k, 2k, ... up to 4x the "
                  "training length)")
   g.add_argument("--num-samples", type=int, default=100, help="samples per task and length")
+  g.add_argument("--allow-long", action="store_true",
+                 help=f"accept lengths above {MAX_LENGTH // 1_000_000}M tokens and a memory "
+                      "estimate above the host's available memory")
   g.add_argument("--data", default="generate",
                  help="babilong: 'generate' or a folder in the published layout; perplexity: "
                       "'generate', text files/folders, token shards or tfds:NAME")
@@ -172,6 +179,26 @@ class Outputs:
       raise EvaluationError(f"--output {output}: is a folder")
     self.json = os.path.abspath(output)
     self.stem = self.json[:-len(".json")]
+    folder = os.path.dirname(self.json)
+    existing = folder
+    while not os.path.exists(existing):
+      existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+      why = "not a folder" if not os.path.isdir(existing) else "not writable"
+      raise EvaluationError(f"--output {output}: cannot write there ({existing} is {why})")
+    self.lock = RunLock(f"{self.stem}.lock", f"--output {output}")
+
+  def claim(self) -> None:
+    """Create the folder and lock the output (one evaluation at a time): each task calls
+    this once its own checks have passed, before its first write."""
+    try:
+      os.makedirs(os.path.dirname(self.json), exist_ok=True)
+      self.lock.acquire()
+    except LockedError as e:
+      raise EvaluationError(str(e)) from None
+    except OSError as e:
+      raise EvaluationError(f"--output {self.json}: cannot write there "
+                            f"({e.strerror or e})") from None
 
   def file(self, suffix: str) -> str:
     return f"{self.stem}{suffix}"
@@ -250,6 +277,8 @@ def run_babilong(args, models: list[Model], out: Outputs) -> dict:
                                              tokenizer=m.tokenizer, haystack=haystack)
              for m in models}
   next(iter(sources.values())).check(tasks, lengths)
+  _check_memory(models, lengths, num, args)
+  out.claim()
   data = args.data if args.data == "generate" else os.path.abspath(args.data)
   sampling = SamplingParams(max_new_tokens=args.max_new_tokens, stop=(".", "\n"))
   results = {}
@@ -295,6 +324,49 @@ def run_babilong(args, models: list[Model], out: Outputs) -> dict:
   return report
 
 
+def _available_memory() -> int | None:
+  try:
+    with open("/proc/meminfo", encoding="ascii") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  try:
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+  except (ValueError, OSError, AttributeError):
+    return None
+
+
+def babilong_memory_bytes(cfg: Config, length: int, num_samples: int, batch_size: int) -> int:
+  """A rough upper bound on the memory one (task, length) cell needs.
+
+  The cell's samples are held as text and token ids (about 8 bytes per token: a few
+  characters and an int32); a batch of prompts is encoded at once; attention keeps keys and
+  values of the whole prompt under full attention, of one segment otherwise; one
+  segment's logits.
+  """
+  m = cfg.model
+  kv_len = length if m.attention_scope == "full" else m.segment_len
+  kv = batch_size * kv_len * m.num_layers * 2 * m.num_kv_heads * m.resolved_head_dim * 4
+  logits = batch_size * m.segment_len * m.vocab_size * 4
+  return num_samples * length * 8 + batch_size * length * 4 + kv + logits
+
+
+def _check_memory(models: list[Model], lengths: list[str], num: int, args) -> None:
+  """Refuse, before generating anything, a request that cannot fit in the host's memory."""
+  available = _available_memory()
+  if available is None or args.allow_long:
+    return
+  longest = max(data_babilong.parse_length(x) for x in lengths)
+  need = max(babilong_memory_bytes(m.cfg, longest, num, args.batch_size) for m in models)
+  if need > available:
+    raise EvaluationError(
+        f"--lengths {data_babilong.length_name(longest)} x --num-samples {num}: about "
+        f"{need / 2**30:.1f} GiB needed, {available / 2**30:.1f} GiB available on this host; "
+        "lower them, or pass --allow-long to try anyway")
+
+
 def run_mmlu(args, models: list[Model], out: Outputs) -> dict:
   if not args.mmlu_dir:
     raise EvaluationError("--task mmlu needs --mmlu-dir DIR (the original CSV or the parquet "
@@ -302,6 +374,7 @@ def run_mmlu(args, models: list[Model], out: Outputs) -> dict:
   test, dev = ev_mmlu.load_questions(args.mmlu_dir, args.shots, args.limit)
   for m in models:
     ev_mmlu.letter_ids(m.tokenizer)
+  out.claim()
   reports = {}
   for m in models:
     engine = _engine(m, args)
@@ -352,6 +425,7 @@ def run_perplexity(args, models: list[Model], out: Outputs) -> dict:
       sequences[m.name] = ev_ppl.file_sequences(
           args.data, m.tokenizer, seq_len, num,
           **({"text_key": data_cfg.text_key} if data_cfg is not None else {}))
+  out.claim()
   reports = {}
   for m in models:
     engine = _engine(m, args)
@@ -394,8 +468,10 @@ def run_memory_map(args, models: list[Model], out: Outputs) -> dict:
   from lm2_jax.evaluation import plots  # pylint: disable=g-import-not-at-top
   for m in models:
     if not m.cfg.model.num_memory_layers:
-      raise EvaluationError(f"memory-map: model {m.name} has no memory "
-                            "(model.memory.enabled=false)")
+      raise EvaluationError(f"memory-map: model {m.name} has no memory bank to read "
+                            f"(model.memory.kind={m.cfg.model.memory.kind}; the maps need "
+                            "kind lm2)")
+  out.claim()
   entries = []
   for m in models:
     engine = _engine(m, args)
@@ -441,7 +517,14 @@ def _check_common(args):
     if args.tasks:
       ev_babilong.parse_tasks(args.tasks)
     if args.lengths:
-      ev_babilong.parse_lengths(args.lengths)
+      for name in ev_babilong.parse_lengths(args.lengths):
+        if data_babilong.parse_length(name) > MAX_LENGTH and not args.allow_long:
+          raise EvaluationError(f"--lengths {name}: longer than the {MAX_LENGTH:,}-token "
+                                "maximum; pass --allow-long to evaluate it anyway")
+    if args.num_samples < 1:
+      raise EvaluationError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if args.max_new_tokens < 1:
+      raise EvaluationError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
   if args.task == "mmlu" and args.mmlu_dir and not os.path.isdir(args.mmlu_dir):
     raise EvaluationError(f"--mmlu-dir {args.mmlu_dir}: MMLU folder not found")
 
@@ -451,7 +534,10 @@ def run(args) -> dict:
   _check_common(args)
   out = Outputs(args.output)
   models = load_models(args)
-  report = RUNNERS[args.task](args, models, out)
+  try:
+    report = RUNNERS[args.task](args, models, out)
+  finally:
+    out.lock.release()
   files = report.get("files", {})
   _say(f"results: {out.json}")
   for key, value in files.items():

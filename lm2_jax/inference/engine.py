@@ -130,6 +130,8 @@ def estimate_memory(cfg: ModelConfig, num_params: int, batch_size: int,
   kv = sum(v for k, v in nbytes.items() if "cache" in k)
   mem = sum(v for k, v in nbytes.items() if "cache" not in k)
   m, n = cfg.num_memory_layers, cfg.memory.num_slots
+  if cfg.memory.kind == "rmt":
+    slots += 2 * n  # RMT also attends to the read tokens and, while writing, the write tokens
   per_segment = b * seg * (8 * d + 3 * cfg.mlp_width) * act
   per_segment += b * cfg.num_heads * seg * slots * 4  # attention scores
   if m:
@@ -137,7 +139,7 @@ def estimate_memory(cfg: ModelConfig, num_params: int, batch_size: int,
   logits = 2 * b * chunk_len * cfg.vocab_size * 4
   return MemoryEstimate(params=4 * num_params, cache=2 * kv, memory_state=2 * mem,
                         activations=per_segment + logits, batch_size=b,
-                        cache_len=None if cfg.attention_scope == "segment" else slots)
+                        cache_len=None if cfg.attention_scope == "segment" else int(cache_len))
 
 
 def _on_mesh(x: Any, names: tuple[str | None, ...], mesh: Mesh) -> NamedSharding:

@@ -22,6 +22,8 @@ from lm2_jax.config import ModelConfig
 
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> dict[str, float]:
   """{"forward", "train", "memory_forward"} FLOPs per token for sequences of seq_len tokens."""
+  if cfg.memory.kind == "rmt":
+    return rmt_flops_per_token(cfg)
   d, f, v = cfg.width, cfg.mlp_width, cfg.vocab_size
   h, g, k = cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim
   s = cfg.segment_len
@@ -30,4 +32,27 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> dict[str, float]:
   n = cfg.memory.num_slots
   memory = (8 * d * d + 8 * n * d + 10 * n * d * d / s) * cfg.num_memory_layers
   forward = cfg.num_layers * block + memory + 2 * d * v
+  return {"forward": forward, "train": 3 * forward, "memory_forward": memory}
+
+
+def rmt_flops_per_token(cfg: ModelConfig) -> dict[str, float]:
+  """The same for the RMT baseline (model.memory.kind=rmt, attention_scope=segment).
+
+  Per segment the blocks process P = S + 2N positions (N read and N write memory tokens),
+  each with the block's projections and MLP and attending causally within the P, so
+  (P+1)/2 keys on average; the head runs on the S tokens only. "memory_forward" is the part
+  the 2N memory tokens add, against the same backbone without them.
+  """
+  d, f, v = cfg.width, cfg.mlp_width, cfg.vocab_size
+  h, g, k = cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim
+  s = cfg.segment_len
+  per_position = 2 * d * (h * k + 2 * g * k) + 2 * h * k * d + 6 * d * f
+
+  def per_segment(n: int) -> float:
+    p = s + 2 * n
+    return cfg.num_layers * p * (per_position + 4 * h * k * (p + 1) / 2)
+
+  n = cfg.memory.num_slots
+  forward = per_segment(n) / s + 2 * d * v
+  memory = (per_segment(n) - per_segment(0)) / s
   return {"forward": forward, "train": 3 * forward, "memory_forward": memory}

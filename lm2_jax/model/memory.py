@@ -8,7 +8,12 @@ after the previous segment:
          g_out = sigmoid(E Wout + b_out);  E_gated = g_out * E        (Eqs. 2-3)
   write  C = MHA(RMSNorm(P) Aq, U Ak, U Av)    over this segment's tokens
          g_in = sigmoid(C Gin + b_in);  g_f = sigmoid(P Gf + b_f)    (Eqs. 4-5)
-         M_new = g_in * tanh(C) + g_f * P                             (Eq. 6)
+         M_new = g_in * tanh(C) + g_f * P                             (Eq. 6, update=lstm)
+         M_new = P + z * (tanh(C) - P),  z = sigmoid(C Gin + b_in)    (update=convex)
+
+`read_norm` reads an RMS-normalised memory and `slot_keys` adds a learned embedding per slot
+where slots are addressed (read keys, write queries); docs/architecture.md gives the
+measurements behind these options.
 
 The memory state itself is kept in float32 whatever the compute dtype: it is a recurrence
 over up to thousands of segments, and bfloat16 rounding would accumulate along it.
@@ -48,7 +53,7 @@ def _gate(module: nn.Module, name: str, cfg: ModelConfig, bias: float):
   return w, b
 
 
-def _cross_attend(queries_BxNxD: Array, keys_BxSxD: Array, wq, wk, wv,
+def _cross_attend(queries_BxNxD: Array, keys_BxSxD: Array, values_BxSxD: Array, wq, wk, wv,
                   mask_BxNxS: Array | None, dtype) -> Array:
   """Multi-head cross-attention whose heads are concatenated back to width D.
 
@@ -56,10 +61,32 @@ def _cross_attend(queries_BxNxD: Array, keys_BxSxD: Array, wq, wk, wv,
   """
   q = jnp.einsum("bnd,dhk->bnhk", queries_BxNxD.astype(dtype), wq.astype(dtype))
   k = jnp.einsum("bsd,dhk->bshk", keys_BxSxD.astype(dtype), wk.astype(dtype))
-  v = jnp.einsum("bsd,dhk->bshk", keys_BxSxD.astype(dtype), wv.astype(dtype))
+  v = jnp.einsum("bsd,dhk->bshk", values_BxSxD.astype(dtype), wv.astype(dtype))
   out = attend(q, k, v, mask_BxNxS)
   b, n, h, kd = out.shape
   return out.reshape(b, n, h * kd)
+
+
+def _attend_with_sink(queries_BxNxD: Array, u_BxSxD: Array, wq, wk, wv, sink_H: Array,
+                      valid_BxS: Array, dtype) -> tuple[Array, Array]:
+  """Cross-attention over the tokens plus one key per head whose value is zero.
+
+  Returns the heads concatenated back to width D, divided by the mass found on tokens (the
+  mean of what was found), and that mass per head [B, N, H] (float32).
+  """
+  q = jnp.einsum("bnd,dhk->bnhk", queries_BxNxD.astype(dtype), wq.astype(dtype))
+  k = jnp.einsum("bsd,dhk->bshk", u_BxSxD.astype(dtype), wk.astype(dtype))
+  v = jnp.einsum("bsd,dhk->bshk", u_BxSxD.astype(dtype), wv.astype(dtype))
+  scores = jnp.einsum("bnhk,bshk->bhns", q, k,
+                      preferred_element_type=jnp.float32) / np.sqrt(q.shape[-1])
+  scores = jnp.where(valid_BxS[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
+  b, h, n, _ = scores.shape
+  sink = jnp.broadcast_to(sink_H[None, :, None, None], (b, h, n, 1))
+  probs = jax.nn.softmax(jnp.concatenate([scores, sink], axis=-1), axis=-1)
+  found_BxHxN = 1.0 - probs[..., -1]
+  out = jnp.einsum("bhns,bshk->bnhk", probs[..., :-1].astype(dtype), v).astype(jnp.float32)
+  out = out / jnp.maximum(found_BxHxN.transpose(0, 2, 1)[..., None], 1e-6)
+  return out.reshape(b, n, -1), found_BxHxN.transpose(0, 2, 1)
 
 
 def _read_probs(queries_BxCxD: Array, keys_BxNxD: Array, wq, wk, dtype) -> Array:
@@ -68,6 +95,11 @@ def _read_probs(queries_BxCxD: Array, keys_BxNxD: Array, wq, wk, dtype) -> Array
   k = jnp.einsum("bnd,dhk->bnhk", keys_BxNxD.astype(dtype), wk.astype(dtype))
   scores = jnp.einsum("bchk,bnhk->bhcn", q, k, preferred_element_type=jnp.float32)
   return jax.nn.softmax(scores / np.sqrt(q.shape[-1]), axis=-1)
+
+
+def _slot_embedding(module: nn.Module, name: str, cfg: ModelConfig, n: int) -> Array:
+  """[N, D] learned per-slot embedding (slot_keys), scaled like a normalised memory row."""
+  return param(module, name, (n, cfg.width), ("memory_slots", "embed"), normal(1.0))
 
 
 class MemoryRead(nn.Module):
@@ -86,12 +118,17 @@ class MemoryRead(nn.Module):
     # the value projection still gets a gradient (the attention weights are not zero).
     wv = _heads(self, "v", cfg, nn.initializers.zeros if cfg.memory.zero_init else init)
     w_out, b_out = _gate(self, "out_gate", cfg, cfg.memory.output_bias)
-    read_BxCxD = _cross_attend(u_BxCxD, memory_BxNxD, wq, wk, wv, None, self.dtype)
+    values = memory_BxNxD
+    if cfg.memory.read_norm:
+      values = RMSNorm(cfg.norm_eps, self.dtype, name="norm")(memory_BxNxD)
+    keys = values
+    if cfg.memory.slot_keys:
+      keys = values + _slot_embedding(self, "slot_keys", cfg, memory_BxNxD.shape[1])
+    read_BxCxD = _cross_attend(u_BxCxD, keys, values, wq, wk, wv, None, self.dtype)
     if self.is_mutable_collection("intermediates"):
       # For the memory maps (paper Fig. 6): which slots each token reads, per head. Only
       # computed when a caller asks for intermediates, so ordinary calls pay nothing.
-      self.sow("intermediates", "read_probs",
-               _read_probs(u_BxCxD, memory_BxNxD, wq, wk, self.dtype))
+      self.sow("intermediates", "read_probs", _read_probs(u_BxCxD, keys, wq, wk, self.dtype))
     read_BxCxD = checkpoint_name(read_BxCxD, "memory_read")
     g_out = jax.nn.sigmoid(
         (read_BxCxD @ w_out.astype(self.dtype)).astype(jnp.float32) + b_out)
@@ -99,7 +136,7 @@ class MemoryRead(nn.Module):
 
 
 class MemoryWrite(nn.Module):
-  """The slots attend to the segment's tokens; input and forget gates blend old and new."""
+  """The slots attend to the segment's tokens; gates blend old and new (`memory.update`)."""
 
   cfg: ModelConfig
   dtype: jnp.dtype
@@ -110,13 +147,43 @@ class MemoryWrite(nn.Module):
     init = normal(cfg.initializer_std)
     aq, ak, av = (_heads(self, n, cfg, init) for n in ("q", "k", "v"))
     w_in, b_in = _gate(self, "input_gate", cfg, cfg.memory.input_bias)
-    w_f, b_f = _gate(self, "forget_gate", cfg, cfg.memory.forget_bias)
+    if cfg.memory.update == "lstm":
+      w_f, b_f = _gate(self, "forget_gate", cfg, cfg.memory.forget_bias)
     queries = RMSNorm(cfg.norm_eps, self.dtype, name="norm")(prev_BxNxD)
     n = prev_BxNxD.shape[1]
+    if cfg.memory.slot_keys:
+      queries = queries + _slot_embedding(self, "slot_queries", cfg, n)
     mask_BxNxS = jnp.broadcast_to(valid_BxS[:, None, :], valid_BxS.shape[:1] + (n,)
                                   + valid_BxS.shape[1:])
-    cand_BxNxD = _cross_attend(queries, u_BxSxD, aq, ak, av, mask_BxNxS, self.dtype)
+    found_BxNxD = 1.0
+    if cfg.memory.write_sink:
+      # At the start half of every slot's attention goes to the sink (log S against ~0).
+      sink = param(self, "sink", (cfg.memory.num_heads,), ("memory_heads",),
+                   nn.initializers.constant(np.log(u_BxSxD.shape[1])))
+      cand_BxNxD, found_BxNxH = _attend_with_sink(queries, u_BxSxD, aq, ak, av, sink,
+                                                  valid_BxS, self.dtype)
+      found_BxNxD = jnp.repeat(found_BxNxH, cfg.width // cfg.memory.num_heads, axis=-1)
+    else:
+      cand_BxNxD = _cross_attend(queries, u_BxSxD, u_BxSxD, aq, ak, av, mask_BxNxS,
+                                 self.dtype)
     g_in = jax.nn.sigmoid((cand_BxNxD @ w_in.astype(self.dtype)).astype(jnp.float32) + b_in)
-    g_f = jax.nn.sigmoid((prev_BxNxD.astype(self.dtype) @ w_f.astype(self.dtype))
-                         .astype(jnp.float32) + b_f)
-    return g_in * jnp.tanh(cand_BxNxD.astype(jnp.float32)) + g_f * prev_BxNxD
+    cand = jnp.tanh(cand_BxNxD.astype(jnp.float32))
+    if cfg.memory.update == "convex":
+      # A GRU-like blend: old and new weights sum to one, so nothing accumulates.
+      gate = g_in * found_BxNxD
+      new_BxNxD = prev_BxNxD + gate * (cand - prev_BxNxD)
+    else:
+      g_f = jax.nn.sigmoid((prev_BxNxD.astype(self.dtype) @ w_f.astype(self.dtype))
+                           .astype(jnp.float32) + b_f)
+      new_BxNxD = g_in * cand + g_f * prev_BxNxD
+      gate = g_f
+    if self.is_mutable_collection("intermediates"):
+      # Diagnostics per write (docs/results.md): how much is kept (g_f, or 1 - z) and
+      # how large the memory has become.
+      self.sow("intermediates", "kept", jnp.mean(gate if cfg.memory.update == "lstm"
+                                                 else 1.0 - gate, axis=(1, 2)))
+      self.sow("intermediates", "memory_rms", jnp.sqrt(jnp.mean(new_BxNxD ** 2, axis=(1, 2))))
+      unit = new_BxNxD * jax.lax.rsqrt(jnp.sum(new_BxNxD ** 2, -1, keepdims=True) + 1e-12)
+      cos = jnp.abs(jnp.einsum("bnd,bmd->bnm", unit, unit))
+      self.sow("intermediates", "slot_similarity", (cos.sum((1, 2)) - n) / (n * (n - 1) or 1))
+    return new_BxNxD

@@ -57,7 +57,11 @@ def init_state(cfg: ModelConfig, batch_size: int, max_len: int | None = None) ->
 
   The memory starts at zero here; the model substitutes the initial memory for every row
   whose position is 0, so a learned initial memory needs no access to parameters here.
+  For model.memory.kind=rmt this is the RMT's state (lm2_jax/model/rmt.py).
   """
+  if cfg.memory.kind == "rmt":
+    from lm2_jax.model.rmt import init_rmt_state  # pylint: disable=g-import-not-at-top
+    return init_rmt_state(cfg, batch_size)
   dtype = dtype_of(cfg.compute_dtype)
   if cfg.attention_scope == "segment":
     slots = cfg.segment_len
@@ -124,7 +128,8 @@ class DecoderBlock(nn.Module):
             prev, u_seg, ctx.seg_valid_BxS)
         return jnp.where(ctx.write_B[:, None, None], written, memory)
 
-      if self.is_initializing():
+      if self.is_initializing() or self.is_mutable_collection("intermediates"):
+        # (Diagnostics sow from inside the write, which nn.cond's branches cannot do.)
         memory = write(self, prev, u_seg, memory)
       else:
         # Most decoding steps complete no row's segment: skip the write's cross-attention
@@ -291,18 +296,19 @@ class LM2(nn.Module):
                                        to_segments(valid), truncate_every)
     return logits_SxBxCxV.transpose(1, 0, 2, 3).reshape(b, s * seg, -1)[:, :t]
 
-  def _branches(self) -> bool:
-    """Whether optional chunks may be skipped by a runtime branch (nn.cond): not while
-    initialising or collecting intermediates, whose structure must not depend on data."""
-    return not (self.is_initializing() or self.is_mutable_collection("intermediates"))
-
   def _maybe(self, state: DecodeState, tokens_BxC: Array, valid_BxC: Array,
              truncate_every: int = 0) -> tuple[DecodeState, Array]:
     """Core on a chunk that may hold no real token at all, skipped at run time if so."""
-    if not self._branches():
-      # A second Core call would sow into the layer scan's intermediates a second time.
-      raise ValueError("LM2.step: a chunk that may cross a segment boundary cannot collect "
-                       "intermediates; use prefill or one-token steps")
+    chunk = (tokens_BxC, valid_BxC)
+    if self.is_initializing():
+      return self.core(state, chunk, truncate_every)
+    if self.is_mutable_collection("intermediates"):
+      # nn.cond's branches cannot sow, and a second Core call would sow into the entries the
+      # layer scan stacked: this chunk runs unconditionally and sows nothing, so collected
+      # values keep one entry per scanned segment.
+      quiet = self.core.clone(parent=None)
+      return quiet.apply({"params": self.core.variables["params"]}, state, chunk,
+                         truncate_every)
     b, c = tokens_BxC.shape
     return nn.cond(jnp.any(valid_BxC),
                    lambda mdl, st, x, v: mdl.core(st, (x, v), truncate_every),
@@ -334,15 +340,9 @@ class LM2(nn.Module):
     tokens = jnp.take_along_axis(tokens_BxT, jnp.clip(src_BxP, 0, t - 1), axis=1)
     to_segments = lambda a: a.reshape(b, s, seg).transpose(1, 0, 2)
     tokens_SxBxC, valid_SxBxC = to_segments(tokens), to_segments(valid_BxP)
-    if self._branches():
-      state, logits_SxBxCxV = _scan_segments(self.core, state, tokens_SxBxC[:-1],
-                                             valid_SxBxC[:-1], truncate_every)
-      state, extra_BxCxV = self._maybe(state, tokens_SxBxC[-1], valid_SxBxC[-1],
-                                       truncate_every)
-    else:  # every chunk in the scan: one entry per chunk in the collections, whatever the data
-      state, logits_SxBxCxV = _scan_segments(self.core, state, tokens_SxBxC, valid_SxBxC,
-                                             truncate_every)
-      logits_SxBxCxV, extra_BxCxV = logits_SxBxCxV[:-1], logits_SxBxCxV[-1]
+    state, logits_SxBxCxV = _scan_segments(self.core, state, tokens_SxBxC[:-1],
+                                           valid_SxBxC[:-1], truncate_every)
+    state, extra_BxCxV = self._maybe(state, tokens_SxBxC[-1], valid_SxBxC[-1], truncate_every)
     main_BxPxV = logits_SxBxCxV.transpose(1, 0, 2, 3).reshape(b, (s - 1) * seg, -1)
 
     def realign():  # token j's logits sit at chunk position j (first chunk) or j + offset
@@ -351,8 +351,6 @@ class LM2(nn.Module):
       both = jnp.concatenate([main_BxPxV, extra_BxCxV], axis=1)
       return jnp.take_along_axis(both, dst_BxT[..., None], axis=1)
 
-    if not self._branches():
-      return realign(), state
     logits = jax.lax.cond(jnp.any(offset_B > 0), realign, lambda: main_BxPxV[:, :t])
     return logits, state
 
@@ -363,7 +361,7 @@ class LM2(nn.Module):
     `valid_BxC` marks each row's real tokens (a prefix: right padding). A chunk that crosses
     segment boundaries is consumed in pieces that end at each row's boundaries, so the
     memory is written at every boundary; a piece that no row needs is skipped at run time,
-    and a one-token chunk is always one piece (the only kind that can collect intermediates).
+    and a one-token chunk is always one piece.
     """
     b, c = tokens_BxC.shape
     seg = self.cfg.segment_len
@@ -391,7 +389,13 @@ class LM2(nn.Module):
 
 
 def build_model(cfg: ModelConfig) -> LM2:
-  """The model for a validated ModelConfig; `init(rng, tokens)`, `apply(variables, tokens)`."""
+  """The model for a validated ModelConfig; `init(rng, tokens)`, `apply(variables, tokens)`.
+
+  model.memory.kind lm2 and none build LM2 (none: no memory blocks), rmt the RMT baseline
+  (lm2_jax/model/rmt.py builds on this module's blocks, hence the late import)."""
+  if cfg.memory.kind == "rmt":
+    from lm2_jax.model.rmt import RMT  # pylint: disable=g-import-not-at-top
+    return RMT(cfg)
   return LM2(cfg)
 
 

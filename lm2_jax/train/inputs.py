@@ -46,7 +46,9 @@ def make_stream(cfg: Config, tokenizer: Tokenizer, *, seq_len: int, batch_size: 
   if d.kind == "babilong":
     return make_babilong_dataset(d.tasks, d.lengths or None, tokenizer, seq_len, batch_size,
                                  seed=seed, shard_index=shard_index, shard_count=shard_count,
-                                 haystack=d.haystack, num_threads=d.num_threads)
+                                 haystack=d.haystack, num_threads=d.num_threads,
+                                 end_jitter=cfg.model.segment_len if d.random_offset else 0,
+                                 max_gap=d.max_gap_segments * cfg.model.segment_len)
   source: Any = list(paths if paths is not None else d.paths)
   if d.kind == "tfds" and paths is None:
     source = f"tfds:{d.tfds_name}"

@@ -31,7 +31,7 @@ import numpy as np
 from lm2_jax import checkpoint, sharding
 from lm2_jax.config import Config
 from lm2_jax.model.flops import flops_per_token
-from lm2_jax.summary import count_params
+from lm2_jax.summary import count_params, describe_memory
 from lm2_jax.train import distributed, preflight
 from lm2_jax.train.evaluation import Evaluator
 from lm2_jax.train.inputs import TrainInput, eval_batches
@@ -77,11 +77,10 @@ class _Window:
 def _describe(cfg: Config, mesh, peak_note: str) -> list[str]:
   m, t = cfg.model, cfg.train
   counts = count_params(cfg)
-  memory = (f"memory {m.memory.num_slots} slots in {m.num_memory_layers} layers"
-            if m.memory.enabled else "memory off")
   shape = " ".join(f"{a}={mesh.shape[a]}" for a in sharding.MESH_AXES)
   return [
-      f"model: {m.num_layers} layers, width {m.width}, {memory}, segments of {m.segment_len}; "
+      f"model: {m.num_layers} layers, width {m.width}, memory {describe_memory(m)}, segments "
+      f"of {m.segment_len}; "
       f"{counts['total_params']:,} parameters ({counts['memory_params']:,} in the memory)",
       f"mesh: {shape} over {mesh.size} {mesh.devices.flat[0].platform} device(s) in "
       f"{jax.process_count()} process(es); batch {t.batch_size} x up to {t.seq_len} tokens"
@@ -92,13 +91,15 @@ def _describe(cfg: Config, mesh, peak_note: str) -> list[str]:
   ]
 
 
-def run(cfg: Config, workdir: str, *, devices=None, stream=None) -> RunResult:
+def run(cfg: Config, workdir: str, *, devices=None, stream=None,
+        start_over: bool = False) -> RunResult:
   """Train `cfg` in `workdir`, resuming from its newest checkpoint if it has one.
 
   `devices` (default: every device of every process) is for tests that train on a
   subset; `stream` receives the console output (default stdout). Raises ConfigError,
   CheckpointError or DataError for bad input (before compiling anything) and
-  TrainingError when training cannot go on.
+  TrainingError when training cannot go on. A work directory whose checkpoints all fail
+  to restore is refused unless `start_over` (train.py --start-over).
   """
   t = cfg.train
   started = time.perf_counter()
@@ -106,20 +107,30 @@ def run(cfg: Config, workdir: str, *, devices=None, stream=None) -> RunResult:
   distributed.initialize(cfg.mesh)
   primary = distributed.is_primary()
 
-  # 1. Checks, before anything is written or compiled.
-  preflight.check_workdir(workdir)
+  # 1. Checks, before anything is written or compiled; then the work directory is ours.
   cfg = preflight.resolve_tokenizer(cfg, workdir)
   tokenizer = preflight.check_data(cfg)
   mesh = sharding.make_mesh(cfg.mesh, devices)
   evaluates = t.eval_samples > 0 and (cfg.data.kind == "babilong"
                                       or bool(cfg.data.eval_paths))
   preflight.check_batch(cfg, mesh, evaluates)
-  mngr = checkpoint.make_manager(workdir, max_to_keep=t.keep, keep_period=t.keep_period or None,
-                                 async_save=t.async_checkpoint)
+  preflight.check_workdir(workdir)
+  lock = preflight.claim_workdir(cfg, workdir, primary)
   try:
-    return _run(cfg, workdir, mesh, mngr, tokenizer, evaluates, primary, stream, started)
+    with checkpoint.quiet_orbax_errors():
+      mngr = checkpoint.make_manager(workdir, max_to_keep=t.keep,
+                                     keep_period=t.keep_period or None,
+                                     async_save=t.async_checkpoint)
+      try:
+        return _run(cfg, workdir, mesh, mngr, tokenizer, evaluates, primary, stream, started,
+                    start_over)
+      finally:
+        try:
+          mngr.close()
+        except Exception:  # pylint: disable=broad-except
+          pass  # a failed save: _run has reported it (or a more urgent error is on its way)
   finally:
-    mngr.close()
+    lock.release()
 
 
 def _check_existing(cfg: Config, workdir: str, mngr) -> None:
@@ -135,7 +146,7 @@ def _check_existing(cfg: Config, workdir: str, mngr) -> None:
 
 
 def _run(cfg: Config, workdir: str, mesh, mngr, tokenizer, evaluates: bool, primary: bool,
-         stream, started: float) -> RunResult:
+         stream, started: float, start_over: bool) -> RunResult:
   t = cfg.train
   if primary:
     checkpoint.set_aside_incomplete(workdir)
@@ -152,7 +163,8 @@ def _run(cfg: Config, workdir: str, mesh, mngr, tokenizer, evaluates: bool, prim
   inputs = TrainInput(cfg, tokenizer, shard_index=shard_index, shard_count=shard_count)
   restored = checkpoint.restore_train_state(
       mngr, workdir, with_shardings(abstract.params, shardings.params),
-      with_shardings(abstract.opt_state, shardings.opt_state), inputs, primary=primary)
+      with_shardings(abstract.opt_state, shardings.opt_state), inputs, primary=primary,
+      start_over=start_over)
   tokens_seen = 0
   if restored is None:
     state = create_state(cfg, tx, shardings)
@@ -240,12 +252,31 @@ def _run(cfg: Config, workdir: str, mesh, mngr, tokenizer, evaluates: bool, prim
     result.last_metrics = record
     return record
 
+  saved_ok = [last_saved]       # the newest step known to be on disk
+  in_flight: list[int] = []     # a step whose (asynchronous) save is not confirmed yet
+
+  def check_saves(block: bool = False) -> None:
+    """A save that failed in the background stops the run at the next step, in one line."""
+    if not in_flight or (not block and mngr.is_saving_in_progress()):
+      return
+    at = in_flight.pop()
+    try:
+      mngr.wait_until_finished()   # returns at once when done; raises the save's error
+    except Exception as e:  # pylint: disable=broad-except
+      raise TrainingError(checkpoint.save_failed(workdir, at, e, saved_ok[0])) from None
+    saved_ok[0] = at
+
   def save(at: int) -> None:
     nonlocal last_saved
     if last_saved == at:
       return
-    checkpoint.save_train_state(mngr, at, state.params, state.opt_state, inputs,
-                                {"tokens": tokens_seen, "time": time.time()})
+    check_saves(block=True)   # Orbax waits for the previous save anyway
+    try:
+      checkpoint.save_train_state(mngr, at, state.params, state.opt_state, inputs,
+                                  {"tokens": tokens_seen, "time": time.time()})
+    except Exception as e:  # pylint: disable=broad-except
+      raise TrainingError(checkpoint.save_failed(workdir, at, e, saved_ok[0])) from None
+    in_flight.append(at)
     last_saved = at
     result.checkpoint = os.path.join(checkpoint.checkpoint_dir(workdir), str(at))
 
@@ -262,6 +293,7 @@ def _run(cfg: Config, workdir: str, mesh, mngr, tokenizer, evaluates: bool, prim
         seq = local["tokens"].shape[1] - 1
         state, metrics = train_step(state, sharding.global_batch(mesh, local, batch_rows))
         step += 1
+        check_saves()
         window.pending.append((step, seq, metrics))
         stopping = stop.should_stop(step)
         saving = step % t.checkpoint_every == 0 or step == t.steps or stopping
@@ -278,9 +310,18 @@ def _run(cfg: Config, workdir: str, mesh, mngr, tokenizer, evaluates: bool, prim
         if stopping:
           result.stopped_by = stop.name
           break
+    check_saves(block=True)
+  except OSError as e:   # the logs (metrics.jsonl, TensorBoard) on a full or failing disk
+    good = (f"the last good checkpoint is {checkpoint.checkpoint_dir(workdir)}/{saved_ok[0]}"
+            if saved_ok[0] is not None else "no checkpoint was saved")
+    raise TrainingError(f"step {step}: writing to {workdir} failed ({e.strerror or e}; "
+                        f"{checkpoint.free_space(workdir) / 2**20:,.1f} MB free there); "
+                        f"training stopped, {good}") from None
   finally:
-    mngr.wait_until_finished()
-    logger.close()
+    try:
+      logger.close()
+    except OSError:
+      pass  # a full disk: the error above says so
   result.step = step
   result.seconds = time.perf_counter() - started
   _farewell(logger, result, t.steps)

@@ -12,6 +12,7 @@ input tokens of the batch (padding included: the device computes them).
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -115,6 +116,19 @@ class MetricsLogger:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._tb = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR))
 
+  def _tensorboard(self):
+    """The TensorBoard writer, or OSError when its background thread has died.
+
+    tensorboardX writes from a thread that dies on a full disk, after which its bounded
+    queue fills and the next `add_scalar` blocks forever; a full disk must stop the run in
+    one line instead.
+    """
+    writer = getattr(getattr(self._tb, "file_writer", None), "event_writer", None)
+    worker = getattr(writer, "_worker", None)
+    if worker is not None and not worker.is_alive():
+      raise OSError(errno.EIO, "the TensorBoard event writer stopped (a full or failing disk)")
+    return self._tb
+
   def print(self, line: str) -> None:
     if self.enabled:
       print(line, file=self.stream, flush=True)
@@ -132,9 +146,10 @@ class MetricsLogger:
     self._metrics.flush()
     step = record["step"]
     if self._tb is not None:
+      tb = self._tensorboard()
       for k, v in record.items():
         if k != "step" and isinstance(v, (int, float)) and v is not None:
-          self._tb.add_scalar(f"train/{k}", v, step)
+          tb.add_scalar(f"train/{k}", v, step)
     width = len(str(self.total_steps))
     pct = 100.0 * step / max(self.total_steps, 1)
     parts = [f"step {step:>{width}}/{self.total_steps} ({pct:5.1f}%)",
@@ -158,8 +173,9 @@ class MetricsLogger:
     self._eval.write(json.dumps(record) + "\n")
     self._eval.flush()
     if self._tb is not None:
+      tb = self._tensorboard()
       for k, v in results.items():
-        self._tb.add_scalar(f"eval/{k}", v, step)
+        tb.add_scalar(f"eval/{k}", v, step)
     self.print(f"eval at step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
 
   def close(self) -> None:
@@ -167,5 +183,8 @@ class MetricsLogger:
       if f is not None:
         f.close()
     if self._tb is not None:
-      self._tb.close()
+      try:
+        self._tensorboard().close()
+      except OSError:
+        pass   # its thread died: closing would wait for it forever
     self._metrics = self._eval = self._tb = None

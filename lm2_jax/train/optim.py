@@ -17,7 +17,7 @@ import optax
 from lm2_jax.config import TrainConfig
 
 # Leaf names never decayed: norm scales, biases, the learned initial memory.
-_NO_DECAY_NAMES = ("scale", "memory_init")
+_NO_DECAY_NAMES = ("scale", "memory_init", "sink")  # sink: the write's "nothing here" logit
 _NO_DECAY_SUFFIX = "bias"  # out_gate_bias, input_gate_bias, ...
 
 

@@ -1,8 +1,10 @@
 """Checks that stop a run before anything is compiled or written, with one clear line.
 
-Each names the key (or the --workdir) and the offending values: a missing data path, a
-tokenizer whose ids do not fit the model's vocabulary, a mesh that does not match the
-devices, a batch the data-parallel devices cannot split, an unwritable work directory.
+Each names the key (or the --workdir) and the offending values: a missing data path or a
+data file whose first record is not what the source expects, a tokenizer whose ids do not
+fit the model's vocabulary, a mesh that does not match the devices, a batch the
+data-parallel devices cannot split, an unwritable work directory, one that another run is
+using, one whose file system cannot hold a checkpoint.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from lm2_jax import sharding
 from lm2_jax.config import Config, ConfigError, replace
 from lm2_jax.data.errors import DataError
 from lm2_jax.data.tokenizers import Tokenizer, check_vocab, load_tokenizer
+from lm2_jax.lock import LockedError, RunLock
+
+LOCK_FILE = ".lock"
 
 
 def check_workdir(workdir: str) -> None:
@@ -44,11 +49,14 @@ def resolve_tokenizer(cfg: Config, workdir: str) -> Config:
   return cfg
 
 
-def _check_paths(key: str, paths, extensions) -> None:
-  from lm2_jax.data.documents import expand_paths  # pylint: disable=g-import-not-at-top
+def _check_paths(key: str, paths, extensions, text_key: str | None = None) -> None:
+  """Every path exists; with `text_key`, the first document of every text file reads."""
+  from lm2_jax.data.documents import check_first_records, expand_paths  # pylint: disable=g-import-not-at-top
   for i, path in enumerate(paths):
     try:
       expand_paths([path], extensions)
+      if text_key is not None:
+        check_first_records([path], text_key)
     except DataError as e:
       raise ConfigError(f"{key}[{i}]: {e}") from None
 
@@ -68,12 +76,14 @@ def check_data(cfg: Config) -> Tokenizer:
   from lm2_jax.data.documents import TEXT_EXTENSIONS  # pylint: disable=g-import-not-at-top
   from lm2_jax.data.pretrain import SHARD_EXTENSIONS  # pylint: disable=g-import-not-at-top
   if d.kind == "text":
-    _check_paths("data.paths", d.paths, TEXT_EXTENSIONS)
+    _check_paths("data.paths", d.paths, TEXT_EXTENSIONS, d.text_key)
   if d.kind == "tokens":
     _check_paths("data.paths", d.paths, SHARD_EXTENSIONS)
   if d.eval_paths:
-    _check_paths("data.eval_paths", d.eval_paths,
-                 SHARD_EXTENSIONS if d.kind == "tokens" else TEXT_EXTENSIONS)
+    if d.kind == "tokens":
+      _check_paths("data.eval_paths", d.eval_paths, SHARD_EXTENSIONS)
+    else:
+      _check_paths("data.eval_paths", d.eval_paths, TEXT_EXTENSIONS, d.text_key)
   if d.kind == "babilong":
     from lm2_jax.data.haystack import load_haystack  # pylint: disable=g-import-not-at-top
     try:
@@ -102,3 +112,38 @@ def check_batch(cfg: Config, mesh: Mesh, evaluates: bool) -> None:
     raise ConfigError(f"train.eval_batch_size: {t.eval_batch_size} is not divisible by the "
                       f"data-parallel size {dp} ({axes})")
   sharding.process_rows(mesh, t.batch_size)
+
+
+def claim_workdir(cfg: Config, workdir: str, primary: bool) -> RunLock:
+  """Lock the work directory for this run and check that a checkpoint fits there.
+
+  Process 0 takes the lock (it belongs to the run, lm2_jax/lock.py) and checks the free
+  space; with several processes the outcome is broadcast so that every process of a run
+  that must not start refuses with the same line instead of waiting for the others.
+  Returns the held lock (release it when the run ends).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from lm2_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from lm2_jax.train.optim import make_optimizer  # pylint: disable=g-import-not-at-top
+  from lm2_jax.train.state import abstract_state  # pylint: disable=g-import-not-at-top
+
+  lock = RunLock(os.path.join(workdir, LOCK_FILE), f"--workdir {workdir}")
+  error = None
+  if primary:
+    try:
+      lock.acquire()
+      size = checkpoint.storage_bytes(abstract_state(cfg, make_optimizer(cfg.train)))
+      checkpoint.check_free_space(workdir, size, cfg.train.keep)
+    except (LockedError, checkpoint.CheckpointError) as e:
+      lock.release()
+      error = str(e)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    failed = int(multihost_utils.broadcast_one_to_all(np.int32(error is not None)))
+    if failed and error is None:
+      error = (f"--workdir {workdir}: process 0 refused to start (its message says why: "
+               "another run holds the work directory, or a checkpoint does not fit)")
+  if error is not None:
+    raise checkpoint.CheckpointError(error)
+  return lock

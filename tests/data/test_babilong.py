@@ -285,3 +285,32 @@ def test_babilong_training_stream(bpe_path):
                                      batch_size=2, seed=1, shard_index=1, shard_count=2))
   # Host 1 of 2 reads records 1, 3, ...: the second and fourth rows of host-less batch 0.
   np.testing.assert_array_equal(next(shard)["tokens"], batches[0]["tokens"][1::2])
+
+
+def test_training_stream_varies_the_answer_offset_and_the_gap():
+  """random_offset: answers start at every offset of a segment; max_gap: the background after
+  the last fact spans short and long gaps; the answer stays right throughout."""
+  tok, seg = ByteTokenizer(), 32
+  ds = make_babilong_dataset(["qa1"], None, tok, seq_len=1024, batch_size=64, seed=3,
+                             end_jitter=seg, max_gap=24 * seg)
+  batch = next(iter(ds))
+  offsets, gaps = set(), []
+  for tokens, mask in zip(batch["tokens"], batch["loss_mask"]):
+    offsets.add(int(np.argmax(mask)) % seg)
+    text = tok.decode(tokens)
+    context, question = re.search(r"^(.*) Question: (.*?) Answer:", text).groups()
+    facts = hidden_facts(context)
+    assert solve(facts, question) == tok.decode(tokens[mask == 1]).strip()
+    gaps.append(len(context) - context.rindex(facts[-1]) - len(facts[-1]))
+  assert len(offsets) >= seg // 2
+  assert min(gaps) < seg and max(gaps) > 8 * seg
+
+
+def test_inserted_gap_samples_put_the_background_after_the_facts():
+  for gap in (0, 100, 1000):
+    s = make_sample("qa1", "0k", 5, 0, gap=gap)
+    facts = make_sample("qa1", "0k", 5, 0)["input"]
+    assert s["input"].startswith(facts)
+    assert abs(len(s["input"]) - len(facts) - gap) <= 16  # the last sentence is cut to fit
+  with pytest.raises(ValueError, match="gap"):
+    make_sample("qa1", "1k", 0, gap=10)

@@ -1,0 +1,94 @@
+"""How long a fact survives in the memory: the inserted-gap curve, and the memory's trace.
+
+Gap curve. Each sample is a bAbI story's facts, then `gap` segments of background text, then
+the question (`make_sample(..., gap=...)`): with attention_scope=segment, a fact can reach
+the question only through the memory once the gap exceeds a segment. Answers are generated
+freely and scored like BABILong (`evaluate_babilong`), so a cell here and a BABILong cell mean
+the same thing. The same story indices are used at every gap, so the curve compares like
+with like.
+
+Trace. The memory's statistics per segment index over a long stretch of background: its RMS,
+how much each write kept (the forget gate g_f for update=lstm, 1 - z for convex), how alike
+the slots are (mean absolute cosine between distinct slots) and the read's attention entropy
+(log N is a uniform read). A memory that forgets shows kept well below 1; one that runs away
+shows a growing RMS; one whose slots cannot be told apart shows similarity near 1 and an
+entropy near log N.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import numpy as np
+
+from lm2_jax.data import babilong as bl
+from lm2_jax.evaluation.babilong import GenerateFn, evaluate_babilong
+from lm2_jax.evaluation.report import EvaluationError, format_table, percent
+
+
+def gap_label(segments: int) -> str:
+  return f"+{segments}"
+
+
+def gap_samples(segment_len: int, num_samples: int, *, seed: int = 0, tokenizer=None,
+                haystack=None) -> Callable[[str, str], list[dict]]:
+  """samples(task, label) for `evaluate_babilong`: label "+g" inserts g segments."""
+
+  def samples(task: str, label: str) -> list[dict]:
+    gap = int(label.lstrip("+")) * segment_len
+    return [bl.make_sample(task, "0k", i, seed, tokenizer, haystack, split="gap", gap=gap)
+            for i in range(num_samples)]
+
+  return samples
+
+
+def evaluate_gap_curve(generate: GenerateFn, tasks: Sequence[str], gaps: Sequence[int],
+                       segment_len: int, num_samples: int, *, seed: int = 0, tokenizer=None,
+                       haystack=None, batch_size: int = 8) -> dict:
+  """{task: {"+g": cell}} with the cells of `evaluate_babilong` (accuracy, n, ci95, ...)."""
+  if any(g < 0 for g in gaps):
+    raise EvaluationError(f"gaps must be >= 0 segments, got {list(gaps)}")
+  labels = [gap_label(g) for g in sorted(set(gaps))]
+  return evaluate_babilong(generate, tasks, labels,
+                           gap_samples(segment_len, num_samples, seed=seed,
+                                       tokenizer=tokenizer, haystack=haystack),
+                           batch_size=batch_size)
+
+
+def format_gap_table(models: dict[str, dict]) -> str:
+  """Rows model x task, columns the inserted gaps, accuracies in percent."""
+  labels = sorted({g for r in models.values() for by in r.values() for g in by},
+                  key=lambda x: int(x.lstrip("+")))
+  rows = [[name, task] + [percent(by[g]["accuracy"]) if g in by else None for g in labels]
+          for name, res in models.items() for task, by in res.items()]
+  n = sorted({c["n"] for r in models.values() for by in r.values() for c in by.values()})
+  return format_table(["model", "task"] + [f"{g} seg" for g in labels], rows,
+                      f"Inserted-gap accuracy (%, free generation, {n[0]}"
+                      f"{'' if len(n) == 1 else '-' + str(n[-1])} samples per cell)")
+
+
+def memory_trace(model, variables, tokens_BxT: np.ndarray) -> dict[str, np.ndarray]:
+  """Per segment index s, averaged over rows (and layers): `memory_rms`, `kept`,
+  `slot_similarity`, `read_entropy` as float arrays [segments]; `T` must be whole segments."""
+  cfg = model.cfg
+  if not cfg.num_memory_layers:
+    raise EvaluationError("memory trace: this model has no memory")
+  from lm2_jax.model import init_state  # pylint: disable=g-import-not-at-top
+
+  @jax.jit
+  def run(variables, tokens):
+    state = init_state(cfg, tokens.shape[0], tokens.shape[1])
+    (_, state), inter = model.apply(variables, tokens, state, method="prefill",
+                                    mutable=["intermediates"])
+    blocks = inter["intermediates"]["core"]["memory_blocks"]
+    return blocks
+
+  blocks = jax.device_get(run(variables, np.asarray(tokens_BxT, np.int32)))
+  write, read = blocks["memory_write"], blocks["memory_read"]
+  probs = read["read_probs"][0]  # [S, L, B, H, C, N]
+  entropy = -(probs * np.log(np.clip(probs, 1e-12, None))).sum(-1).mean(axis=(1, 2, 3, 4))
+  return {"memory_rms": write["memory_rms"][0].mean(axis=(1, 2)),
+          "kept": write["kept"][0].mean(axis=(1, 2)),
+          "slot_similarity": write["slot_similarity"][0].mean(axis=(1, 2)),
+          "read_entropy": entropy}

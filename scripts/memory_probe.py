@@ -1,0 +1,127 @@
+"""Probe trained checkpoints' memory: the inserted-gap curve, BABILong lengths and the trace.
+
+    python scripts/memory_probe.py --checkpoint runs/a --checkpoint runs/b \
+        --gaps 0,4,16,64,256 --lengths 0k,1k,4k,16k --num-samples 100 --output probe.json
+
+For each checkpoint: free-generation accuracy with `k` segments of background inserted
+between the facts and the question (lm2_jax.evaluation.gap_curve), accuracy on generated
+BABILong samples at the given lengths, and the memory's statistics per segment over
+`--trace-segments` segments of background (RMS, kept fraction per write, slot similarity,
+read entropy). Prints the tables and writes everything to one JSON file. This is how the
+numbers of docs/results.md ("Retention") were measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from lm2_jax import checkpoint as ckpt  # pylint: disable=g-import-not-at-top,wrong-import-position
+from lm2_jax.data import babilong as bl  # pylint: disable=wrong-import-position
+from lm2_jax.data.haystack import load_haystack  # pylint: disable=wrong-import-position
+from lm2_jax.data.tokenizers import load_tokenizer  # pylint: disable=wrong-import-position
+from lm2_jax.evaluation import babilong as ev_babilong  # pylint: disable=wrong-import-position
+from lm2_jax.evaluation import gap_curve  # pylint: disable=wrong-import-position
+from lm2_jax.inference.engine import Engine  # pylint: disable=wrong-import-position
+from lm2_jax.inference.sampling import SamplingParams  # pylint: disable=wrong-import-position
+
+
+def _ints(text: str) -> list[int]:
+  return [int(x) for x in text.split(",") if x.strip()]
+
+
+def probe(path: str, args) -> dict:
+  """Every measurement of one checkpoint (work directory or step folder)."""
+  cfg, params, step = ckpt.load_params(path)
+  tokenizer = load_tokenizer(cfg.data.tokenizer)
+  haystack = load_haystack(args.haystack)
+  engine = Engine(cfg.model, params, tokenizer, batch_size=args.batch_size)
+  sampling = SamplingParams(max_new_tokens=args.max_new_tokens, stop=(".", "\n"))
+
+  def generate(prompts):
+    return [g.text for g in engine.generate(prompts, sampling)]
+
+  tasks = ev_babilong.parse_tasks(args.tasks)
+  out = {"checkpoint": os.path.abspath(path), "step": int(step),
+         "segment_len": cfg.model.segment_len, "memory": dict(vars(cfg.model.memory))}
+  start = time.perf_counter()
+  if args.gaps:
+    out["gap_curve"] = gap_curve.evaluate_gap_curve(
+        generate, tasks, _ints(args.gaps), cfg.model.segment_len, args.num_samples,
+        seed=args.seed, tokenizer=tokenizer, haystack=haystack, batch_size=args.batch_size)
+  if args.lengths:
+    source = ev_babilong.SampleSource("generate", args.num_samples, seed=args.seed,
+                                      tokenizer=tokenizer, haystack=haystack)
+    out["babilong"] = ev_babilong.evaluate_babilong(
+        generate, tasks, ev_babilong.parse_lengths(args.lengths), source,
+        batch_size=args.batch_size)
+  if args.trace_segments and cfg.model.num_memory_layers:
+    rng = random.Random(args.seed)
+    sentences = haystack.sentences(rng)
+    need = args.trace_segments * cfg.model.segment_len
+    text = ""
+    while len(tokenizer.encode(text)) < need:
+      text += " " + " ".join(next(sentences) for _ in range(32))
+    ids = np.asarray(tokenizer.encode(text)[:need], np.int32)[None]
+    trace = gap_curve.memory_trace(engine.model, engine.variables, ids)
+    out["trace"] = {k: [float(x) for x in v] for k, v in trace.items()}
+  out["seconds"] = time.perf_counter() - start
+  return out
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--checkpoint", action="append", required=True)
+  p.add_argument("--name", action="append", default=[])
+  p.add_argument("--tasks", default="qa1")
+  p.add_argument("--gaps", default="0,4,16,64,256", help="inserted segments; '' skips")
+  p.add_argument("--lengths", default="0k,1k,4k,16k", help="BABILong lengths; '' skips")
+  p.add_argument("--num-samples", type=int, default=100)
+  p.add_argument("--trace-segments", type=int, default=512, help="0 skips the trace")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--haystack", default="default")
+  p.add_argument("--batch-size", type=int, default=32)
+  p.add_argument("--max-new-tokens", type=int, default=12)
+  p.add_argument("--output", required=True)
+  args = p.parse_args(argv)
+  names = args.name or [os.path.basename(os.path.normpath(c)) for c in args.checkpoint]
+  if len(names) != len(args.checkpoint):
+    print("error: give --name once per --checkpoint or not at all", file=sys.stderr)
+    return 2
+  results = {}
+  for name, path in zip(names, args.checkpoint):
+    try:
+      results[name] = probe(path, args)
+    except (ckpt.CheckpointError, ValueError) as e:
+      print(f"error: {path}: {e}", file=sys.stderr)
+      return 2
+    r = results[name]
+    if "trace" in r:
+      t = r["trace"]
+      marks = [i for i in (0, 15, 63, 255, 511, 1023) if i < len(t["memory_rms"])]
+      print(f"[{name}] trace at segments {[i + 1 for i in marks]}: rms "
+            f"{[round(t['memory_rms'][i], 3) for i in marks]}, kept "
+            f"{[round(t['kept'][i], 4) for i in marks]}, slot similarity "
+            f"{[round(t['slot_similarity'][i], 3) for i in marks]}, read entropy "
+            f"{[round(t['read_entropy'][i], 3) for i in marks]}", flush=True)
+  if any("gap_curve" in r for r in results.values()):
+    print(gap_curve.format_gap_table({n: r["gap_curve"] for n, r in results.items()}))
+  if any("babilong" in r for r in results.values()):
+    print(ev_babilong.format_table1({n: r["babilong"] for n, r in results.items()}))
+  os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+  with open(args.output, "w", encoding="utf-8") as f:
+    json.dump(results, f, indent=1)
+  print(f"written: {args.output}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
