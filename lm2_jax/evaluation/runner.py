@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from lm2_jax import checkpoint as ckpt
+from lm2_jax import sharding
 from lm2_jax.config import Config, ConfigError, load_config
 from lm2_jax.data import babilong as data_babilong
 from lm2_jax.data.errors import DataError
@@ -98,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
   g.add_argument("--seq-len", type=int, help="predictions per sequence (default: 8 segments)")
   g.add_argument("--num-sequences", type=int, default=16)
   p.add_argument("overrides", nargs="*", help="dotted key=value config overrides, e.g. "
-                 "model.attention_scope=full")
+                 "model.attention_scope=full; mesh.data=8 (mesh.* as for train.py) evaluates "
+                 "on a device mesh")
   return p
 
 
@@ -110,6 +112,7 @@ class Model:
   cfg: Config
   params: Any
   tokenizer: Any
+  mesh: Any = None
 
   def meta(self) -> dict:
     return {"name": self.name, "checkpoint": self.checkpoint, "step": self.step}
@@ -144,15 +147,26 @@ def load_models(args) -> list[Model]:
     else:
       cfg = ckpt.load_workdir_config(workdir, args.overrides)
     tokenizer = _tokenizer(args.tokenizer, workdir, cfg)
-    cfg, params, step = ckpt.load_params(path, cfg)
+    mesh = _mesh(cfg, args.overrides)
+    shardings = None if mesh is None else Engine.param_shardings(cfg.model, mesh)
+    cfg, params, step = ckpt.load_params(path, cfg, shardings)  # straight onto the shards
     name = args.name[i] if args.name else os.path.basename(workdir) + (
         f"@{step}" if os.path.abspath(path) != workdir else "")
     base, k = name, 2
     while name in used:
       name, k = f"{base}-{k}", k + 1
     used.add(name)
-    models.append(Model(name, os.path.abspath(path), int(step), cfg, params, tokenizer))
+    models.append(Model(name, os.path.abspath(path), int(step), cfg, params, tokenizer, mesh))
   return models
+
+
+def _mesh(cfg: Config, overrides: Sequence[str]):
+  """One device, unless mesh.* settings are given on the command line: then the config's
+  mesh over every device, as train.py builds it (a work directory's training mesh is not
+  reused on its own, since evaluation often runs on other machines)."""
+  if not any(o.split("=", 1)[0].startswith("mesh.") for o in overrides):
+    return None
+  return sharding.make_mesh(cfg.mesh)
 
 
 class Outputs:
@@ -234,7 +248,7 @@ def _engine(model: Model, args) -> Engine:
     print(f"[{model.name}] memory: {line}", file=sys.stderr, flush=True)
 
   return Engine(model.cfg.model, model.params, model.tokenizer, batch_size=args.batch_size,
-                report=report)
+                report=report, mesh=model.mesh)
 
 
 def _say(line: str):

@@ -15,6 +15,11 @@ the state has a fixed size, so the cost per token and the device memory stay fla
 the input is; with attention_scope=full the key/value cache holds the whole sequence, and the
 engine reports what it needs (and refuses what cannot fit) before it starts.
 
+Given a `mesh` (lm2_jax/sharding.py), the parameters and the state live on it as the sharding
+table places them: parameters as in training, the state's rows over the data-parallel axes
+and its key/value heads over `tensor`; every jitted function is traced under the mesh and its
+logical rules and pins the shardings of what it returns, so one compilation serves each shape.
+
 Every jitted function sees fixed shapes: the batch is padded to a power of two up to
 `batch_size`, chunks are `chunk_len` (or one segment) long and, for full attention, the cache
 length is rounded up to a power-of-two number of segments. So one compilation serves a whole
@@ -31,13 +36,16 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
 
+from lm2_jax import sharding
 from lm2_jax.config import ModelConfig
 from lm2_jax.inference.sampling import SamplingParams, row_keys, sample_logits
-from lm2_jax.model import build_model, init_state
+from lm2_jax.model import abstract_variables, build_model, init_state
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +53,7 @@ Array = jax.Array
 Prompt = str | Sequence[int]
 
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+_ROWS = "activation_batch"  # the logical name of a batch's rows in the sharding table
 _LOGITS_BUDGET = 1 << 27  # bytes of float32 logits one prefill chunk may produce
 
 
@@ -106,16 +115,23 @@ def _human(n: float) -> str:
 def estimate_memory(cfg: ModelConfig, num_params: int, batch_size: int,
                     cache_len: int | None, chunk_len: int) -> MemoryEstimate:
   """What one engine call holds at once: parameters, state (twice: in and out), one segment's
-  activations and one chunk's logits. `cache_len` is ignored for attention_scope=segment."""
+  activations and one chunk's logits. `cache_len` is ignored for attention_scope=segment.
+
+  The state's part is measured on the state itself (`jax.eval_shape(init_state)`, no
+  allocation): its key/value caches, and everything else it carries (the memory bank, the
+  segment's inputs, positions).
+  """
   act = _DTYPE_BYTES[cfg.compute_dtype]
   b, seg, d = batch_size, cfg.segment_len, cfg.width
-  m, n = cfg.num_memory_layers, cfg.memory.num_slots
-  rmt = cfg.memory.kind == "rmt"
   slots = seg if cfg.attention_scope == "segment" else int(cache_len)
-  slots += 2 * n if rmt else 0  # RMT: the read tokens, and the write tokens while it writes
-  kv = 2 * cfg.num_layers * b * slots * cfg.num_kv_heads * cfg.resolved_head_dim * act
-  mem = (m * b * n * d * 4 + m * b * seg * d * act) if m else 0
-  mem += b * n * d * 4 if rmt else 0
+  state = jax.eval_shape(lambda: init_state(cfg, b, slots))
+  nbytes = {f.name: math.prod(getattr(state, f.name).shape)
+            * getattr(state, f.name).dtype.itemsize for f in dataclasses.fields(state)}
+  kv = sum(v for k, v in nbytes.items() if "cache" in k)
+  mem = sum(v for k, v in nbytes.items() if "cache" not in k)
+  m, n = cfg.num_memory_layers, cfg.memory.num_slots
+  if cfg.memory.kind == "rmt":
+    slots += 2 * n  # RMT also attends to the read tokens and, while writing, the write tokens
   per_segment = b * seg * (8 * d + 3 * cfg.mlp_width) * act
   per_segment += b * cfg.num_heads * seg * slots * 4  # attention scores
   if m:
@@ -123,7 +139,28 @@ def estimate_memory(cfg: ModelConfig, num_params: int, batch_size: int,
   logits = 2 * b * chunk_len * cfg.vocab_size * 4
   return MemoryEstimate(params=4 * num_params, cache=2 * kv, memory_state=2 * mem,
                         activations=per_segment + logits, batch_size=b,
-                        cache_len=None if cfg.attention_scope == "segment" else slots)
+                        cache_len=None if cfg.attention_scope == "segment" else int(cache_len))
+
+
+def _on_mesh(x: Any, names: tuple[str | None, ...], mesh: Mesh) -> NamedSharding:
+  """The NamedSharding of one array (or abstract array) with these logical axis names."""
+  return sharding.logical_shardings(nn.LogicallyPartitioned(x, names), mesh)
+
+
+def _row_axes(x: Any) -> tuple[str | None, ...]:
+  """Logical names of a per-row array (tokens, lengths, logits): rows split, the rest whole."""
+  return (_ROWS,) + (None,) * (len(x.shape) - 1)
+
+
+def state_shardings(state: Any, mesh: Mesh) -> Any:
+  """NamedShardings of a decode state (concrete or abstract) on `mesh`, field by field from
+  the state's logical axis names; a field without names is an error, not replicated."""
+  axes = state.logical_axes()
+  missing = [f.name for f in dataclasses.fields(state) if f.name not in axes]
+  if missing:
+    raise ValueError(f"{type(state).__name__}.logical_axes() names no axes for {missing}")
+  return state.replace(**{k: _on_mesh(getattr(state, k), names, mesh)
+                          for k, names in axes.items()})
 
 
 def device_memory_limit() -> int | None:
@@ -145,27 +182,38 @@ def _pow2_at_least(n: int) -> int:
 
 
 class _Compiled:
-  """The jitted prefill, loss and decode functions of one model config, and their traces."""
+  """The jitted prefill, loss and decode functions of one model config (and mesh), and their
+  traces."""
 
-  def __init__(self, cfg: ModelConfig):
+  def __init__(self, cfg: ModelConfig, mesh: Mesh | None):
     model = build_model(cfg)
     self.traces: dict[str, int] = {}
 
     def traced(name: str):  # a Python side effect runs only when JAX traces (compiles)
       self.traces[name] = self.traces.get(name, 0) + 1
 
+    def pin(state, *rows):
+      """Fix the shardings of the returned state and per-row arrays: the next call then
+      sees the same input shardings (no recompilation, no resharding between calls)."""
+      if mesh is None:
+        return (state, *rows)
+      state = jax.lax.with_sharding_constraint(state, state_shardings(state, mesh))
+      rows = [jax.lax.with_sharding_constraint(x, _on_mesh(x, _row_axes(x), mesh))
+              for x in rows]
+      return (state, *rows)
+
     def prefill(variables, state, tokens_BxC, lengths_B, pick_B, last_BxV):
       """Consume a chunk; keep the logits at index pick_B[b] of the chunk (where >= 0)."""
       traced("prefill")
       logits, state = model.apply(variables, tokens_BxC, state, lengths_B, method="prefill")
       got = jnp.take_along_axis(logits, jnp.maximum(pick_B, 0)[:, None, None], axis=1)[:, 0]
-      return state, jnp.where((pick_B >= 0)[:, None], got, last_BxV)
+      return pin(state, jnp.where((pick_B >= 0)[:, None], got, last_BxV))
 
     def nll(variables, state, inputs_BxC, targets_BxC, lengths_B):
       traced("nll")
       logits, state = model.apply(variables, inputs_BxC, state, lengths_B, method="prefill")
       logp = jax.nn.log_softmax(logits, axis=-1)
-      return state, -jnp.take_along_axis(logp, targets_BxC[..., None], axis=-1)[..., 0]
+      return pin(state, -jnp.take_along_axis(logp, targets_BxC[..., None], axis=-1)[..., 0])
 
     def decode(variables, state, logits_BxV, done_B, row_ids_B, step, seed, temperature,
                top_k, top_p):
@@ -175,18 +223,28 @@ class _Compiled:
                                top_k, top_p)
       logits, state = model.apply(variables, tokens_B[:, None], state, (~done_B)[:, None],
                                   method="step")
-      return state, tokens_B, logits[:, 0]
+      return pin(state, tokens_B, logits[:, 0])
+
+    def under_mesh(fn):  # traced under the mesh and rules: the model's constraints apply
+      if mesh is None:
+        return fn
+
+      def call(*args):
+        with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.LOGICAL_RULES):
+          return fn(*args)
+
+      return call
 
     # Donation lets XLA update the caches in place; the CPU backend would only warn.
     donate = (1,) if jax.default_backend() != "cpu" else ()
-    self.prefill = jax.jit(prefill, donate_argnums=donate)
-    self.nll = jax.jit(nll, donate_argnums=donate)
-    self.decode = jax.jit(decode, donate_argnums=donate)
+    self.prefill = under_mesh(jax.jit(prefill, donate_argnums=donate))
+    self.nll = under_mesh(jax.jit(nll, donate_argnums=donate))
+    self.decode = under_mesh(jax.jit(decode, donate_argnums=donate))
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(cfg: ModelConfig) -> _Compiled:
-  return _Compiled(cfg)
+def _compiled(cfg: ModelConfig, mesh: Mesh | None) -> _Compiled:
+  return _Compiled(cfg, mesh)
 
 
 class Engine:
@@ -196,21 +254,32 @@ class Engine:
   encoded with `tokenizer` and get a BOS token first (as training does) unless `add_bos` is
   false; prompts given as token ids are used as they are. `report` receives one line per new
   memory plan (default: the module logger).
+
+  With a `mesh`, parameters are placed on it by the sharding table (a no-op for parameters
+  restored onto those shardings: `checkpoint.load_params(..., shardings=...)` with
+  `Engine.param_shardings(cfg, mesh)`), and so are the states and the batches; the answers
+  are the one-device answers. The memory limit is then that of all the mesh's devices.
   """
 
   def __init__(self, cfg: ModelConfig, params: Any, tokenizer=None, *, batch_size: int = 8,
                chunk_len: int | None = None, add_bos: bool = True,
-               report: Callable[[str], None] | None = None, memory_limit: int | None = -1):
+               report: Callable[[str], None] | None = None, memory_limit: int | None = -1,
+               mesh: Mesh | None = None):
     if batch_size < 1:
       raise InferenceError(f"batch_size must be >= 1, got {batch_size}")
     self.cfg = cfg
     self.model = build_model(cfg)
+    self.mesh = mesh
+    if mesh is not None:
+      params = jax.device_put(params, self.param_shardings(cfg, mesh))
     self.variables = {"params": params}
     self.tokenizer = tokenizer
     self.batch_size = batch_size
     self.add_bos = add_bos
     self.report = report or log.info
     self.memory_limit = device_memory_limit() if memory_limit == -1 else memory_limit
+    if memory_limit == -1 and mesh is not None and self.memory_limit is not None:
+      self.memory_limit *= mesh.size
     self.num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
     seg = cfg.segment_len
     if chunk_len is None:
@@ -221,7 +290,18 @@ class Engine:
                            f"model.segment_len={seg}")
     self.chunk_len = chunk_len
     self._plans: set = set()
-    self._fns = _compiled(cfg)
+    self._fns = _compiled(cfg, mesh)
+
+  @staticmethod
+  def param_shardings(cfg: ModelConfig, mesh: Mesh) -> Any:
+    """The parameters' NamedShardings on `mesh` (the sharding table, as in training)."""
+    return sharding.logical_shardings(abstract_variables(cfg)["params"], mesh)
+
+  def _rows(self, x: np.ndarray) -> jax.Array:
+    """A host array whose first axis is the batch, on the device(s): rows over the mesh."""
+    if self.mesh is None:
+      return jnp.asarray(x)
+    return jax.device_put(x, _on_mesh(x, _row_axes(x), self.mesh))
 
   @property
   def compilations(self) -> dict[str, int]:
@@ -282,7 +362,10 @@ class Engine:
     """`init_state` built on the host: zeros need no device program (eager jnp.zeros would
     compile one per shape)."""
     shapes = jax.eval_shape(lambda: init_state(self.cfg, batch, cache_len))
-    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    if self.mesh is None:
+      return zeros
+    return jax.device_put(zeros, state_shardings(shapes, self.mesh))
 
   # --- prefill -------------------------------------------------------------------------------
   def _prefill(self, rows: list[list[int]], batch: int, cache_len: int | None):
@@ -293,7 +376,7 @@ class Engine:
     whole = lengths // seg * seg
     c = self.chunk_for(int(whole.max()))
     state = self._fresh_state(batch, cache_len)
-    last = np.zeros((batch, cfg.vocab_size), np.float32)
+    last = self._rows(np.zeros((batch, cfg.vocab_size), np.float32))
     tokens = np.zeros((batch, max(int(whole.max()), 1)), np.int32)
     for b, r in enumerate(rows):
       tokens[b, :whole[b]] = r[:whole[b]]
@@ -305,16 +388,16 @@ class Engine:
       # A row whose prompt is whole segments ends in this chunk: keep its last logits.
       ends = (lengths == whole) & (whole > start) & (whole <= start + c)
       pick = np.where(ends, whole - start - 1, -1).astype(np.int32)
-      state, last = self._fns.prefill(self.variables, state, jnp.asarray(chunk),
-                                     jnp.asarray(n), jnp.asarray(pick), last)
+      state, last = self._fns.prefill(self.variables, state, self._rows(chunk),
+                                     self._rows(n), self._rows(pick), last)
     tail = lengths - whole
     if tail.any():
       chunk = np.zeros((batch, seg), np.int32)
       for b, r in enumerate(rows):
         chunk[b, :tail[b]] = r[whole[b]:]
       pick = np.where(tail > 0, tail - 1, -1).astype(np.int32)
-      state, last = self._fns.prefill(self.variables, state, jnp.asarray(chunk),
-                                     jnp.asarray(tail.astype(np.int32)), jnp.asarray(pick),
+      state, last = self._fns.prefill(self.variables, state, self._rows(chunk),
+                                     self._rows(tail.astype(np.int32)), self._rows(pick),
                                      last)
     return state, last
 
@@ -375,10 +458,10 @@ class Engine:
     eos = self.tokenizer.eos_id if self.tokenizer is not None else None
     knobs = (jnp.int32(sampling.seed), jnp.float32(sampling.temperature),
              jnp.int32(sampling.top_k), jnp.float32(sampling.top_p))
-    row_ids_dev = jnp.asarray(row_ids)
+    row_ids_dev = self._rows(row_ids)
     for t in range(sampling.max_new_tokens):
       state, tokens, new_logits = self._fns.decode(
-          self.variables, state, logits, jnp.asarray(done), row_ids_dev, jnp.int32(t),
+          self.variables, state, logits, self._rows(done), row_ids_dev, jnp.int32(t),
           *knobs)
       tokens = np.asarray(tokens)
       host_logits = np.asarray(logits) if keep_logits else None
@@ -456,7 +539,7 @@ class Engine:
         inputs[:, :width] = rows[:, start:start + width]
         targets[:, :width] = rows[:, start + 1:start + 1 + width]
         lengths = np.where(np.arange(batch) < len(idx), width, 0).astype(np.int32)
-        state, nll = self._fns.nll(self.variables, state, jnp.asarray(inputs),
-                                  jnp.asarray(targets), jnp.asarray(lengths))
+        state, nll = self._fns.nll(self.variables, state, self._rows(inputs),
+                                  self._rows(targets), self._rows(lengths))
         out[idx, start:start + width] = np.asarray(nll)[:len(idx), :width]
     return out

@@ -42,6 +42,12 @@ class RMTState:
   v_cache_LxBxKxGxH: Array
   memory_BxNxD: Array     # float32; the read-memory tokens of the current segment
 
+  def logical_axes(self) -> dict[str, tuple[str | None, ...]]:
+    """Logical axis names of each field, for the sharding table (as DecodeState's)."""
+    kv = ("layers", "activation_batch", "activation_length", "activation_heads", None)
+    return {"pos_B": ("activation_batch",), "k_cache_LxBxKxGxH": kv, "v_cache_LxBxKxGxH": kv,
+            "memory_BxNxD": ("activation_batch", "memory_slots", "activation_embed")}
+
 
 def init_rmt_state(cfg: ModelConfig, batch_size: int) -> RMTState:
   """A fresh state; rows at position 0 read the learned initial memory instead of this one."""

@@ -41,6 +41,15 @@ class DecodeState:
   memory_MxBxNxD: Array   # float32; memory after the last completed segment
   u_MxBxSxD: Array        # normalised layer inputs of the current segment (for the write)
 
+  def logical_axes(self) -> dict[str, tuple[str | None, ...]]:
+    """Logical axis names of each field, for the sharding table (lm2_jax/sharding.py):
+    rows as the activations' batch, key/value heads as attention heads."""
+    kv = ("layers", "activation_batch", "activation_length", "activation_heads", None)
+    return {"pos_B": ("activation_batch",), "k_cache_LxBxKxGxH": kv, "v_cache_LxBxKxGxH": kv,
+            "memory_MxBxNxD": ("layers", "activation_batch", "memory_slots",
+                               "activation_embed"),
+            "u_MxBxSxD": ("layers", "activation_batch", "activation_length",
+                          "activation_embed")}
 
 
 def init_state(cfg: ModelConfig, batch_size: int, max_len: int | None = None) -> DecodeState:
@@ -287,16 +296,19 @@ class LM2(nn.Module):
                                        to_segments(valid), truncate_every)
     return logits_SxBxCxV.transpose(1, 0, 2, 3).reshape(b, s * seg, -1)[:, :t]
 
-  def _branches(self) -> bool:
-    """Whether optional chunks may be skipped by a runtime branch (nn.cond): not while
-    initialising or collecting intermediates, whose structure must not depend on data."""
-    return not (self.is_initializing() or self.is_mutable_collection("intermediates"))
-
   def _maybe(self, state: DecodeState, tokens_BxC: Array, valid_BxC: Array,
              truncate_every: int = 0) -> tuple[DecodeState, Array]:
     """Core on a chunk that may hold no real token at all, skipped at run time if so."""
-    if not self._branches():
-      return self.core(state, (tokens_BxC, valid_BxC), truncate_every)
+    chunk = (tokens_BxC, valid_BxC)
+    if self.is_initializing():
+      return self.core(state, chunk, truncate_every)
+    if self.is_mutable_collection("intermediates"):
+      # nn.cond's branches cannot sow, and a second Core call would sow into the entries the
+      # layer scan stacked: this chunk runs unconditionally and sows nothing, so collected
+      # values keep one entry per scanned segment.
+      quiet = self.core.clone(parent=None)
+      return quiet.apply({"params": self.core.variables["params"]}, state, chunk,
+                         truncate_every)
     b, c = tokens_BxC.shape
     return nn.cond(jnp.any(valid_BxC),
                    lambda mdl, st, x, v: mdl.core(st, (x, v), truncate_every),
@@ -348,8 +360,6 @@ class LM2(nn.Module):
       both = jnp.concatenate([main_BxPxV, extra_BxCxV], axis=1)
       return jnp.take_along_axis(both, dst_BxT[..., None], axis=1)
 
-    if not self._branches():
-      return realign(), state
     logits = jax.lax.cond(jnp.any(offset_B > 0), realign, lambda: main_BxPxV[:, :t])
     return logits, state
 
