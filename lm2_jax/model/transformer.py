@@ -340,19 +340,10 @@ class LM2(nn.Module):
     tokens = jnp.take_along_axis(tokens_BxT, jnp.clip(src_BxP, 0, t - 1), axis=1)
     to_segments = lambda a: a.reshape(b, s, seg).transpose(1, 0, 2)
     tokens_SxBxC, valid_SxBxC = to_segments(tokens), to_segments(valid_BxP)
-    if self._branches():
-      state, logits_SxBxCxV = _scan_segments(self.core, state, tokens_SxBxC[:-1],
-                                             valid_SxBxC[:-1], truncate_every)
-      state, extra_BxCxV = self._maybe(state, tokens_SxBxC[-1], valid_SxBxC[-1],
-                                       truncate_every)
-      main_BxPxV = logits_SxBxCxV.transpose(1, 0, 2, 3).reshape(b, (s - 1) * seg, -1)
-    else:
-      # Initialising or collecting intermediates: Core runs once, in one scan over every
-      # chunk, so what it sows stacks per chunk (a second call would meet the first's).
-      state, logits_SxBxCxV = _scan_segments(self.core, state, tokens_SxBxC, valid_SxBxC,
-                                             truncate_every)
-      all_BxPxV = logits_SxBxCxV.transpose(1, 0, 2, 3).reshape(b, s * seg, -1)
-      main_BxPxV, extra_BxCxV = all_BxPxV[:, :(s - 1) * seg], all_BxPxV[:, (s - 1) * seg:]
+    state, logits_SxBxCxV = _scan_segments(self.core, state, tokens_SxBxC[:-1],
+                                           valid_SxBxC[:-1], truncate_every)
+    state, extra_BxCxV = self._maybe(state, tokens_SxBxC[-1], valid_SxBxC[-1], truncate_every)
+    main_BxPxV = logits_SxBxCxV.transpose(1, 0, 2, 3).reshape(b, (s - 1) * seg, -1)
 
     def realign():  # token j's logits sit at chunk position j (first chunk) or j + offset
       j_T = jnp.arange(t, dtype=jnp.int32)[None]
