@@ -11,9 +11,10 @@ after the previous segment:
          M_new = g_in * tanh(C) + g_f * P                             (Eq. 6, update=lstm)
          M_new = P + z * (tanh(C) - P),  z = sigmoid(C Gin + b_in)    (update=convex)
 
-`read_norm` reads an RMS-normalised memory and `slot_keys` adds a learned embedding per slot
-where slots are addressed (read keys, write queries); docs/architecture.md gives the
-measurements behind these options.
+`read_norm` reads an RMS-normalised memory, `slot_keys` adds a learned embedding per slot
+where slots are addressed (read keys, write queries) and `write_sink` lets a slot find
+nothing in a segment and keep its content; docs/architecture.md gives the measurements
+behind these options.
 
 The memory state itself is kept in float32 whatever the compute dtype: it is a recurrence
 over up to thousands of segments, and bfloat16 rounding would accumulate along it.
@@ -53,15 +54,22 @@ def _gate(module: nn.Module, name: str, cfg: ModelConfig, bias: float):
   return w, b
 
 
+def _project_heads(queries_BxNxD: Array, keys_BxSxD: Array, values_BxSxD: Array, wq, wk, wv,
+                   dtype) -> tuple[Array, Array, Array]:
+  """Per-head queries [B, N, H, K], keys and values [B, S, H, K] of a cross-attention."""
+  q = jnp.einsum("bnd,dhk->bnhk", queries_BxNxD.astype(dtype), wq.astype(dtype))
+  k = jnp.einsum("bsd,dhk->bshk", keys_BxSxD.astype(dtype), wk.astype(dtype))
+  v = jnp.einsum("bsd,dhk->bshk", values_BxSxD.astype(dtype), wv.astype(dtype))
+  return q, k, v
+
+
 def _cross_attend(queries_BxNxD: Array, keys_BxSxD: Array, values_BxSxD: Array, wq, wk, wv,
                   mask_BxNxS: Array | None, dtype) -> Array:
   """Multi-head cross-attention whose heads are concatenated back to width D.
 
   The paper's read (Eq. 1) has no output projection; the gates that follow mix the heads.
   """
-  q = jnp.einsum("bnd,dhk->bnhk", queries_BxNxD.astype(dtype), wq.astype(dtype))
-  k = jnp.einsum("bsd,dhk->bshk", keys_BxSxD.astype(dtype), wk.astype(dtype))
-  v = jnp.einsum("bsd,dhk->bshk", values_BxSxD.astype(dtype), wv.astype(dtype))
+  q, k, v = _project_heads(queries_BxNxD, keys_BxSxD, values_BxSxD, wq, wk, wv, dtype)
   out = attend(q, k, v, mask_BxNxS)
   b, n, h, kd = out.shape
   return out.reshape(b, n, h * kd)
@@ -74,9 +82,7 @@ def _attend_with_sink(queries_BxNxD: Array, u_BxSxD: Array, wq, wk, wv, sink_H: 
   Returns the heads concatenated back to width D, divided by the mass found on tokens (the
   mean of what was found), and that mass per head [B, N, H] (float32).
   """
-  q = jnp.einsum("bnd,dhk->bnhk", queries_BxNxD.astype(dtype), wq.astype(dtype))
-  k = jnp.einsum("bsd,dhk->bshk", u_BxSxD.astype(dtype), wk.astype(dtype))
-  v = jnp.einsum("bsd,dhk->bshk", u_BxSxD.astype(dtype), wv.astype(dtype))
+  q, k, v = _project_heads(queries_BxNxD, u_BxSxD, u_BxSxD, wq, wk, wv, dtype)
   scores = jnp.einsum("bnhk,bshk->bhns", q, k,
                       preferred_element_type=jnp.float32) / np.sqrt(q.shape[-1])
   scores = jnp.where(valid_BxS[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
@@ -153,8 +159,6 @@ class MemoryWrite(nn.Module):
     n = prev_BxNxD.shape[1]
     if cfg.memory.slot_keys:
       queries = queries + _slot_embedding(self, "slot_queries", cfg, n)
-    mask_BxNxS = jnp.broadcast_to(valid_BxS[:, None, :], valid_BxS.shape[:1] + (n,)
-                                  + valid_BxS.shape[1:])
     found_BxNxD = 1.0
     if cfg.memory.write_sink:
       # At the start half of every slot's attention goes to the sink (log S against ~0).
@@ -164,6 +168,8 @@ class MemoryWrite(nn.Module):
                                                   valid_BxS, self.dtype)
       found_BxNxD = jnp.repeat(found_BxNxH, cfg.width // cfg.memory.num_heads, axis=-1)
     else:
+      mask_BxNxS = jnp.broadcast_to(valid_BxS[:, None, :], valid_BxS.shape[:1] + (n,)
+                                    + valid_BxS.shape[1:])
       cand_BxNxD = _cross_attend(queries, u_BxSxD, u_BxSxD, aq, ak, av, mask_BxNxS,
                                  self.dtype)
     g_in = jax.nn.sigmoid((cand_BxNxD @ w_in.astype(self.dtype)).astype(jnp.float32) + b_in)
