@@ -85,11 +85,10 @@ def memory_trace(model, variables, tokens_BxT: np.ndarray) -> dict[str, np.ndarr
     return blocks
 
   blocks = jax.device_get(run(variables, np.asarray(tokens_BxT, np.int32)))
-  s = tokens_BxT.shape[1] // cfg.segment_len  # prefill may add a chunk past the input
   write, read = blocks["memory_write"], blocks["memory_read"]
-  probs = read["read_probs"][0][:s]  # [S, L, B, H, C, N]
+  probs = read["read_probs"][0]  # [S, L, B, H, C, N]
   entropy = -(probs * np.log(np.clip(probs, 1e-12, None))).sum(-1).mean(axis=(1, 2, 3, 4))
-  return {"memory_rms": write["memory_rms"][0][:s].mean(axis=(1, 2)),
-          "kept": write["kept"][0][:s].mean(axis=(1, 2)),
-          "slot_similarity": write["slot_similarity"][0][:s].mean(axis=(1, 2)),
+  return {"memory_rms": write["memory_rms"][0].mean(axis=(1, 2)),
+          "kept": write["kept"][0].mean(axis=(1, 2)),
+          "slot_similarity": write["slot_similarity"][0].mean(axis=(1, 2)),
           "read_entropy": entropy}
