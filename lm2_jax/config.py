@@ -181,6 +181,11 @@ class TrainConfig:
   loss_mask: Literal["answer", "all"] = "answer"
   # Stop the gradient through the memory every k segments (truncated BPTT); 0: never.
   truncate_every: int = 0
+  # A new run starts from the parameters of this work directory's newest checkpoint (or of
+  # one step's folder), with a fresh optimizer at step 0: the next stage of a curriculum
+  # from the previous stage's weights. A work directory that has checkpoints resumes and
+  # ignores it. Empty: a fresh initialisation.
+  init_from: str = ""
   curriculum: CurriculumConfig = dataclasses.field(default_factory=CurriculumConfig)
   # Checkpoints: every checkpoint_every steps and at the end, asynchronously; keep the last
   # `keep` and, with keep_period > 0, every keep_period-th step for good.
@@ -247,6 +252,9 @@ class DataConfig:
   # background between the last fact and the question.
   random_offset: bool = False
   max_gap_segments: int = 0
+  # Up to this many stories per training sequence, one after the other, each closed by its
+  # question and scored answer; the memory runs across them (1: one story per sequence).
+  questions_per_sequence: int = 1
   shuffle: bool = True
   # Reader threads per host (0: read in the training thread).
   num_threads: int = 0
@@ -386,6 +394,8 @@ def _validate_data(d: DataConfig, need):
   need(d.num_threads >= 0, "data.num_threads", f"must be >= 0, got {d.num_threads}")
   need(d.max_gap_segments >= 0, "data.max_gap_segments",
        f"must be >= 0, got {d.max_gap_segments}")
+  need(d.questions_per_sequence >= 1, "data.questions_per_sequence",
+       f"must be >= 1, got {d.questions_per_sequence}")
 
 
 # --------------------------------------------------------------------------------------

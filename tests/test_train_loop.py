@@ -168,3 +168,29 @@ def test_the_command_line_prints_one_line_and_exits_2(tmp_path):
   assert proc.returncode == 2
   assert proc.stderr.strip() == ("error: train.stesp: unknown key; did you mean "
                                  "'train.steps'?")
+
+
+def test_init_from_starts_a_new_run_from_another_runs_parameters(tmp_path, capsys):
+  """The next curriculum stage starts from the previous stage's weights, at step 0 with a
+  fresh optimizer; a missing or ill-fitting source is refused before anything is written."""
+  cfg = _bad(tmp_path)
+  stage1 = str(tmp_path / "stage1")
+  params = jax.tree.map(lambda p: p + 0.5, _init_params(cfg))   # unlike any initialisation
+  checkpoint.save_params(stage1, cfg, params, step=7)
+  wd = tmp_path / "stage2"
+  result = run(_bad(tmp_path, "train.steps=1", "train.learning_rate=1e-9",
+                    "train.weight_decay=0.0", f"train.init_from={stage1}"), str(wd))
+  assert result.step == 1
+  assert f"new run from the parameters of {stage1} (step 7)" in capsys.readouterr().out
+  _, trained, step = checkpoint.load_params(str(wd))
+  assert step == 1
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), trained, params)
+
+  with pytest.raises(ConfigError, match=r"^train\.init_from: .*nowhere: no such checkpoint"):
+    run(_bad(tmp_path, f"train.init_from={tmp_path / 'nowhere'}"), str(tmp_path / "wd2"))
+  assert not os.path.exists(tmp_path / "wd2")
+  with pytest.raises(checkpoint.CheckpointError, match=r"model\.mlp_width: checkpoint 64, "
+                                                       r"config 96"):
+    run(_bad(tmp_path, "model.mlp_width=96", f"train.init_from={stage1}"),
+        str(tmp_path / "wd3"))
+  assert not os.path.exists(tmp_path / "wd3") or os.listdir(tmp_path / "wd3") == []

@@ -475,6 +475,12 @@ def format_training_example(sample: dict, task: str | None = None) -> tuple[str,
 _truncated = 0
 
 
+def _example_ids(sample: dict, tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
+  """The compact template's prompt ids, and the answer's ids closed by EOS (the targets)."""
+  prompt, answer = format_training_example(sample)
+  return tokenizer.encode(prompt), tokenizer.encode(answer) + [tokenizer.eos_id]
+
+
 def sample_to_arrays(sample: dict, tokenizer: Tokenizer, seq_len: int, *, add_bos: bool = True
                      ) -> tuple[np.ndarray, np.ndarray]:
   """One sample as ``tokens int32[seq_len]`` and ``loss_mask float32[seq_len]``.
@@ -487,9 +493,7 @@ def sample_to_arrays(sample: dict, tokenizer: Tokenizer, seq_len: int, *, add_bo
   samples built by ``make_babilong_dataset`` are sized to fit and are never cut).
   """
   global _truncated
-  prompt, answer = format_training_example(sample)
-  prompt_ids = tokenizer.encode(prompt)
-  answer_ids = tokenizer.encode(answer) + [tokenizer.eos_id]
+  prompt_ids, answer_ids = _example_ids(sample, tokenizer)
   head = [tokenizer.bos_id] if add_bos else []
   over = len(head) + len(prompt_ids) + len(answer_ids) - seq_len
   if over > 0:
@@ -514,16 +518,19 @@ class _TrainingSource:
   follows), so the question ends at any offset inside a segment and answers cross segment
   boundaries, as they do in evaluation. ``max_gap`` > 0 puts a log-uniform amount of
   background, 0..max_gap tokens, between the last fact and the question, so training asks
-  for every distance up to it rather than mostly short ones.
+  for every distance up to it rather than mostly short ones. ``questions`` > 1 fills a
+  record with 1..questions stories one after the other, each closed by its question and
+  answer (all scored): one long sequence then asks many questions at many distances, and
+  the memory must also let a later story overwrite an earlier one.
   """
 
   def __init__(self, tasks, lengths, tokenizer, haystack, seq_len, seed, add_bos,
-               end_jitter=0, max_gap=0):
+               end_jitter=0, max_gap=0, questions=1):
     self.tasks = tuple(babi.check_task(t) for t in tasks)
     self.lengths = tuple(min(parse_length(x), seq_len) for x in lengths)
     self.tokenizer, self.haystack = tokenizer, haystack
     self.seq_len, self.seed, self.add_bos = seq_len, seed, add_bos
-    self.end_jitter, self.max_gap = end_jitter, max_gap
+    self.end_jitter, self.max_gap, self.questions = end_jitter, max_gap, questions
     # Boundary effects of subword tokenizers can add a token where prompt parts meet.
     self.slack = 0 if isinstance(tokenizer, ByteTokenizer) else 3
 
@@ -536,21 +543,40 @@ class _TrainingSource:
   def __len__(self) -> int:
     return 2**31 - 1
 
-  def __getitem__(self, i: int) -> dict:
-    i = int(i)
-    pick = _rng(self.seed, "train", "pick", i)
-    task, length = pick.choice(self.tasks), pick.choice(self.lengths)
-    budget = length or self.seq_len
-    if self.end_jitter:
-      budget -= pick.randrange(min(self.end_jitter, budget // 2))
+  def _sample(self, pick: random.Random, index, budget: int, fill: bool) -> dict:
     gap = None
     if self.max_gap:
       gap = int(math.exp(pick.uniform(0.0, math.log(self.max_gap + 1)))) - 1
-    sample = _build(task, i, self.seed, self.tokenizer, self.haystack,
-                    budget=budget, fill=length > 0, split="train",
-                    overhead=self._overhead, gap=gap)
-    tokens, loss_mask = sample_to_arrays(sample, self.tokenizer, self.seq_len,
-                                         add_bos=self.add_bos)
+    return _build(pick.choice(self.tasks), index, self.seed, self.tokenizer, self.haystack,
+                  budget=budget, fill=fill, split="train", overhead=self._overhead, gap=gap)
+
+  def __getitem__(self, i: int) -> dict:
+    i = int(i)
+    pick = _rng(self.seed, "train", "pick", i)
+    length = pick.choice(self.lengths)
+    budget = length or self.seq_len
+    if self.end_jitter:
+      budget -= pick.randrange(min(self.end_jitter, budget // 2))
+    count = pick.randint(1, self.questions) if length and self.questions > 1 else 1
+    if count == 1:
+      sample = self._sample(pick, i, budget, fill=length > 0)
+      tokens, loss_mask = sample_to_arrays(sample, self.tokenizer, self.seq_len,
+                                           add_bos=self.add_bos)
+      return {"tokens": tokens, "loss_mask": loss_mask}
+    # Stories of 0.5x to 1.5x the mean share, together filling the budget.
+    weights = [pick.uniform(0.5, 1.5) for _ in range(count)]
+    shares = [int(budget * w / sum(weights)) for w in weights]
+    ids: list[int] = [self.tokenizer.bos_id] if self.add_bos else []
+    targets: list[tuple[int, int]] = []
+    for j, share in enumerate(shares):
+      prompt, answer = _example_ids(self._sample(pick, (i, j), share, True), self.tokenizer)
+      targets.append((len(ids) + len(prompt), len(ids) + len(prompt) + len(answer)))
+      ids += prompt + answer
+    tokens = np.full((self.seq_len,), self.tokenizer.pad_id, np.int32)
+    tokens[:len(ids)] = ids
+    loss_mask = np.zeros((self.seq_len,), np.float32)
+    for start, stop in targets:
+      loss_mask[start:stop] = 1.0
     return {"tokens": tokens, "loss_mask": loss_mask}
 
 
@@ -558,7 +584,8 @@ def make_babilong_dataset(tasks: Sequence[str], lengths: Sequence[str | int] | N
                           tokenizer: Tokenizer | str, seq_len: int, batch_size: int, *,
                           seed: int = 0, shard_index: int = 0, shard_count: int = 1,
                           haystack: Haystack | str | None = None, add_bos: bool = True,
-                          num_threads: int = 0, end_jitter: int = 0, max_gap: int = 0):
+                          num_threads: int = 0, end_jitter: int = 0, max_gap: int = 0,
+                          questions: int = 1):
   """An endless Grain stream of BABILong training batches in the compact template.
 
   Each batch is ``{"tokens": int32[batch_size, seq_len], "loss_mask": float32[batch_size,
@@ -567,7 +594,8 @@ def make_babilong_dataset(tasks: Sequence[str], lengths: Sequence[str | int] | N
   ``lengths`` (token counts such as 512 or "1k", capped at ``seq_len``; 0 or "0k" means the
   facts alone; ``None`` means ``[seq_len]``) and fills that many tokens — prompt, answer and
   special tokens included — so nothing is ever cut. ``end_jitter`` and ``max_gap`` vary where
-  the question ends and how far the last fact lies before it (``_TrainingSource``). Building
+  the question ends and how far the last fact lies before it, ``questions`` how many stories
+  one sequence may hold (``_TrainingSource``). Building
   the dataset costs nothing, so a curriculum can make one per sequence length. Host
   ``shard_index`` of ``shard_count`` reads records shard_index, shard_index + shard_count,
   ...; ``iterator.get_state()`` / ``set_state()`` resume exactly. Draws use the "train"
@@ -579,7 +607,7 @@ def make_babilong_dataset(tasks: Sequence[str], lengths: Sequence[str | int] | N
     raise ValueError(f"shard_index={shard_index} must be in [0, shard_count={shard_count})")
   tokenizer = load_tokenizer(tokenizer)
   source = _TrainingSource(tasks, lengths or (seq_len,), tokenizer, load_haystack(haystack),
-                           seq_len, seed, add_bos, end_jitter, max_gap)
+                           seq_len, seed, add_bos, end_jitter, max_gap, questions)
   ds = grain.MapDataset.source(source)[shard_index::shard_count]
   read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(2 * batch_size, 1))
   return ds.to_iter_dataset(read).batch(batch_size, drop_remainder=True)

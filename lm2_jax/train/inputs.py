@@ -48,7 +48,8 @@ def make_stream(cfg: Config, tokenizer: Tokenizer, *, seq_len: int, batch_size: 
                                  seed=seed, shard_index=shard_index, shard_count=shard_count,
                                  haystack=d.haystack, num_threads=d.num_threads,
                                  end_jitter=cfg.model.segment_len if d.random_offset else 0,
-                                 max_gap=d.max_gap_segments * cfg.model.segment_len)
+                                 max_gap=d.max_gap_segments * cfg.model.segment_len,
+                                 questions=d.questions_per_sequence)
   source: Any = list(paths if paths is not None else d.paths)
   if d.kind == "tfds" and paths is None:
     source = f"tfds:{d.tfds_name}"

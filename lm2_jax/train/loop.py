@@ -114,6 +114,7 @@ def run(cfg: Config, workdir: str, *, devices=None, stream=None,
   evaluates = t.eval_samples > 0 and (cfg.data.kind == "babilong"
                                       or bool(cfg.data.eval_paths))
   preflight.check_batch(cfg, mesh, evaluates)
+  preflight.check_init_from(cfg)
   preflight.check_workdir(workdir)
   lock = preflight.claim_workdir(cfg, workdir, primary)
   try:
@@ -166,7 +167,14 @@ def _run(cfg: Config, workdir: str, mesh, mngr, tokenizer, evaluates: bool, prim
       with_shardings(abstract.opt_state, shardings.opt_state), inputs, primary=primary,
       start_over=start_over)
   tokens_seen = 0
-  if restored is None:
+  if restored is None and t.init_from:
+    _, params, from_step = checkpoint.load_params(t.init_from, cfg, shardings.params)
+    state = TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), shardings.step),
+                       params=params,
+                       opt_state=jax.jit(tx.init, out_shardings=shardings.opt_state)(params))
+    step, resumed = 0, (f"new run from the parameters of {t.init_from} (step {from_step}) "
+                        "with a fresh optimizer")
+  elif restored is None:
     state = create_state(cfg, tx, shardings)
     step, resumed = 0, "new run"
   else:

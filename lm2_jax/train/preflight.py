@@ -3,8 +3,9 @@
 Each names the key (or the --workdir) and the offending values: a missing data path or a
 data file whose first record is not what the source expects, a tokenizer whose ids do not
 fit the model's vocabulary, a mesh that does not match the devices, a batch the
-data-parallel devices cannot split, an unwritable work directory, one that another run is
-using, one whose file system cannot hold a checkpoint.
+data-parallel devices cannot split, a `train.init_from` checkpoint that is missing or does
+not fit the model, an unwritable work directory, one that another run is using, one whose
+file system cannot hold a checkpoint.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import tempfile
 
 from jax.sharding import Mesh
 
-from lm2_jax import sharding
+from lm2_jax import checkpoint, sharding
 from lm2_jax.config import Config, ConfigError, replace
 from lm2_jax.data.errors import DataError
 from lm2_jax.data.tokenizers import Tokenizer, check_vocab, load_tokenizer
@@ -31,6 +32,27 @@ def check_workdir(workdir: str) -> None:
       pass
   except OSError as e:
     raise ConfigError(f"--workdir {workdir}: cannot write there ({e.strerror or e})") from None
+
+
+def check_init_from(cfg: Config) -> None:
+  """`train.init_from` names a saved checkpoint whose parameter shapes fit the model."""
+  path = cfg.train.init_from
+  if not path:
+    return
+  try:
+    workdir, step = checkpoint.resolve(path)
+    mngr = checkpoint.make_manager(workdir, max_to_keep=None, async_save=False)
+    try:
+      step = mngr.latest_step() if step is None else step
+      if step is None:
+        raise checkpoint.CheckpointError(
+            f"{checkpoint.checkpoint_dir(workdir)}: no checkpoint saved yet")
+      saved = mngr.item_metadata(step)["params"]
+    finally:
+      mngr.close()
+  except checkpoint.CheckpointError as e:
+    raise ConfigError(f"train.init_from: {e}") from None
+  checkpoint.check_compatible(workdir, cfg, saved, step)
 
 
 WORKDIR_TOKENIZER = "tokenizer.json"

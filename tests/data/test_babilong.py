@@ -314,3 +314,26 @@ def test_inserted_gap_samples_put_the_background_after_the_facts():
     assert abs(len(s["input"]) - len(facts) - gap) <= 16  # the last sentence is cut to fit
   with pytest.raises(ValueError, match="gap"):
     make_sample("qa1", "1k", 0, gap=10)
+
+
+def test_several_stories_per_sequence_score_every_answer_against_the_whole_stream():
+  """questions: 1..k stories per sequence, each answer scored and right for everything read
+  so far (a later story's fact about an actor replaces an earlier one's)."""
+  tok = ByteTokenizer()
+  ds = make_babilong_dataset(["qa1"], None, tok, seq_len=2048, batch_size=16, seed=2,
+                             end_jitter=32, max_gap=1024, questions=4)
+  batch = next(iter(ds))
+  counts = []
+  for tokens, mask in zip(batch["tokens"], batch["loss_mask"]):
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask, [0]])))
+    spans = list(zip(edges[::2], edges[1::2]))
+    counts.append(len(spans))
+    facts, start = [], 0
+    for a, b in spans:
+      assert tokens[b - 1] == tok.eos_id
+      context, question = re.search(r"^(.*) Question: (.*?) Answer:$",
+                                    tok.decode(tokens[start:a])).groups()
+      facts += hidden_facts(context)
+      assert solve(facts, question) == tok.decode(tokens[a:b - 1]).strip()
+      start = b
+  assert min(counts) >= 1 and max(counts) == 4 and len(set(counts)) >= 3
