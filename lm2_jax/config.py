@@ -201,6 +201,11 @@ class TrainConfig:
   eval_samples: int = 64
   eval_batch_size: int = 16
   eval_segments: tuple[int, ...] = ()
+  # With the evaluation, the LM2 memory's statistics per segment index (RMS, kept per write,
+  # slot similarity, read entropy; lm2_jax/model/trace.py) on one held-out batch at the
+  # longest eval length (LM2 memories only; ignored for the others). It collects every
+  # read's attention: keep it for small models.
+  eval_memory_trace: bool = False
   # Peak FLOP/s of one device for the MFU; 0: a table of accelerators, or on the CPU the
   # measured rate of a float32 matmul shared by the local devices.
   peak_flops: float = 0.0

@@ -30,6 +30,7 @@ from lm2_jax.data.haystack import load_haystack  # pylint: disable=wrong-import-
 from lm2_jax.data.tokenizers import load_tokenizer  # pylint: disable=wrong-import-position
 from lm2_jax.evaluation import babilong as ev_babilong  # pylint: disable=wrong-import-position
 from lm2_jax.evaluation import gap_curve  # pylint: disable=wrong-import-position
+from lm2_jax.model.trace import memory_trace  # pylint: disable=wrong-import-position
 from lm2_jax.inference.engine import Engine  # pylint: disable=wrong-import-position
 from lm2_jax.inference.sampling import SamplingParams  # pylint: disable=wrong-import-position
 
@@ -71,7 +72,7 @@ def probe(path: str, args) -> dict:
     while len(tokenizer.encode(text)) < need:
       text += " " + " ".join(next(sentences) for _ in range(32))
     ids = np.asarray(tokenizer.encode(text)[:need], np.int32)[None]
-    trace = gap_curve.memory_trace(engine.model, engine.variables, ids)
+    trace = memory_trace(engine.model, engine.variables, ids)
     out["trace"] = {k: [float(x) for x in v] for k, v in trace.items()}
   out["seconds"] = time.perf_counter() - start
   return out

@@ -1,12 +1,10 @@
-"""The inserted-gap probe and the memory trace (lm2_jax/evaluation/gap_curve.py)."""
+"""The inserted-gap probe (lm2_jax/evaluation/gap_curve.py)."""
 
 import jax
 import numpy as np
 
-from lm2_jax.config import load_config
 from lm2_jax.data.babilong import compare_answers
 from lm2_jax.evaluation import gap_curve
-from lm2_jax.model import build_model
 
 
 def test_gap_curve_scores_free_answers_at_each_gap():
@@ -37,16 +35,3 @@ def test_gap_curve_scores_free_answers_at_each_gap():
   shorter = [len(s["input"]) for s in gap_curve.gap_samples(32, 6, seed=1)("qa1", "+0")]
   assert all(a - b > 8 * 32 - 20 for a, b in zip(longer, shorter))
   assert "+8 seg" in gap_curve.format_gap_table({"oracle": res})
-
-
-def test_memory_trace_has_one_value_per_segment():
-  cfg = load_config("configs/babilong_tiny.yaml", ["model.segment_len=8"]).model
-  model = build_model(cfg)
-  tokens = jax.random.randint(jax.random.key(0), (2, 8 * 12), 0, 256)
-  variables = jax.jit(model.init)(jax.random.key(1), tokens[:, :8])
-  trace = gap_curve.memory_trace(model, variables, np.asarray(tokens))
-  assert set(trace) == {"memory_rms", "kept", "slot_similarity", "read_entropy"}
-  assert all(len(v) == 12 for v in trace.values())
-  assert np.all((trace["kept"] > 0) & (trace["kept"] < 1))
-  assert np.all(trace["read_entropy"] <= np.log(cfg.memory.num_slots) + 1e-5)
-  assert np.all(trace["memory_rms"] <= 1.0)  # the convex update stays within its bound

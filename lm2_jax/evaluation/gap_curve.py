@@ -1,4 +1,4 @@
-"""How long a fact survives in the memory: the inserted-gap curve, and the memory's trace.
+"""How long a fact survives in the memory: the inserted-gap curve.
 
 Gap curve. Each sample is a bAbI story's facts, then `gap` segments of background text, then
 the question (`make_sample(..., gap=...)`): with attention_scope=segment, a fact can reach
@@ -7,20 +7,13 @@ freely and scored like BABILong (`evaluate_babilong`), so a cell here and a BABI
 the same thing. The same story indices are used at every gap, so the curve compares like
 with like.
 
-Trace. The memory's statistics per segment index over a long stretch of background: its RMS,
-how much each write kept (the forget gate g_f for update=lstm, 1 - z for convex), how alike
-the slots are (mean absolute cosine between distinct slots) and the read's attention entropy
-(log N is a uniform read). A memory that forgets shows kept well below 1; one that runs away
-shows a growing RMS; one whose slots cannot be told apart shows similarity near 1 and an
-entropy near log N.
+The memory's statistics per segment index (lm2_jax/model/trace.py) explain a curve: what
+was kept per write, how large the memory grew, how alike its slots became.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-
-import jax
-import numpy as np
 
 from lm2_jax.data import babilong as bl
 from lm2_jax.evaluation.babilong import GenerateFn, evaluate_babilong
@@ -66,29 +59,3 @@ def format_gap_table(models: dict[str, dict]) -> str:
   return format_table(["model", "task"] + [f"{g} seg" for g in labels], rows,
                       f"Inserted-gap accuracy (%, free generation, {n[0]}"
                       f"{'' if len(n) == 1 else '-' + str(n[-1])} samples per cell)")
-
-
-def memory_trace(model, variables, tokens_BxT: np.ndarray) -> dict[str, np.ndarray]:
-  """Per segment index s, averaged over rows (and layers): `memory_rms`, `kept`,
-  `slot_similarity`, `read_entropy` as float arrays [segments]; `T` must be whole segments."""
-  cfg = model.cfg
-  if not cfg.num_memory_layers:
-    raise EvaluationError("memory trace: this model has no memory")
-  from lm2_jax.model import init_state  # pylint: disable=g-import-not-at-top
-
-  @jax.jit
-  def run(variables, tokens):
-    state = init_state(cfg, tokens.shape[0], tokens.shape[1])
-    (_, state), inter = model.apply(variables, tokens, state, method="prefill",
-                                    mutable=["intermediates"])
-    blocks = inter["intermediates"]["core"]["memory_blocks"]
-    return blocks
-
-  blocks = jax.device_get(run(variables, np.asarray(tokens_BxT, np.int32)))
-  write, read = blocks["memory_write"], blocks["memory_read"]
-  probs = read["read_probs"][0]  # [S, L, B, H, C, N]
-  entropy = -(probs * np.log(np.clip(probs, 1e-12, None))).sum(-1).mean(axis=(1, 2, 3, 4))
-  return {"memory_rms": write["memory_rms"][0].mean(axis=(1, 2)),
-          "kept": write["kept"][0].mean(axis=(1, 2)),
-          "slot_similarity": write["slot_similarity"][0].mean(axis=(1, 2)),
-          "read_entropy": entropy}

@@ -184,7 +184,17 @@ class MetricsLogger:
       tb = self._tensorboard()
       for k, v in results.items():
         tb.add_scalar(f"eval/{k}", v, step)
-    self.print(f"eval at step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
+    plain = {k: v for k, v in results.items() if not k.startswith("memory/")}
+    self.print(f"eval at step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in plain.items()))
+    traced: dict[str, dict[str, float]] = {}
+    for key, value in results.items():
+      if key.startswith("memory/"):
+        name, at = key[len("memory/"):].split("@")
+        traced.setdefault(name, {})[at] = value
+    if traced:
+      points = "/".join(next(iter(traced.values())))
+      self.print(f"  memory at segment {points}: " + "; ".join(
+          f"{name} " + "/".join(f"{v:.3g}" for v in by.values()) for name, by in traced.items()))
 
   def close(self) -> None:
     for f in (self._metrics, self._eval):

@@ -1,0 +1,34 @@
+"""The memory trace: one value per segment index, within the bounds its statistics have."""
+
+import jax
+import numpy as np
+import pytest
+
+from lm2_jax.config import load_config
+from lm2_jax.model import build_model
+from lm2_jax.model.trace import make_memory_trace, memory_trace
+
+
+def test_memory_trace_has_one_value_per_segment():
+  cfg = load_config("configs/babilong_tiny.yaml", ["model.segment_len=8"]).model
+  model = build_model(cfg)
+  tokens = jax.random.randint(jax.random.key(0), (2, 8 * 12), 0, 256)
+  variables = jax.jit(model.init)(jax.random.key(1), tokens[:, :8])
+  trace = memory_trace(model, variables, np.asarray(tokens))
+  assert set(trace) == {"memory_rms", "kept", "slot_similarity", "read_entropy"}
+  assert all(len(v) == 12 for v in trace.values())
+  assert np.all((trace["kept"] > 0) & (trace["kept"] < 1))
+  assert np.all(trace["read_entropy"] <= np.log(cfg.memory.num_slots) + 1e-5)
+  assert np.all(trace["memory_rms"] <= 1.0)  # the convex update stays within its bound
+
+
+def test_memory_trace_refuses_partial_segments_and_models_without_lm2_memory():
+  cfg = load_config("configs/babilong_tiny.yaml", ["model.segment_len=8"]).model
+  model = build_model(cfg)
+  tokens = np.zeros((1, 12), np.int32)
+  variables = jax.jit(model.init)(jax.random.key(1), tokens[:, :8])
+  with pytest.raises(ValueError, match="12 tokens are not whole segments of 8"):
+    make_memory_trace(model)(variables, tokens)
+  rmt = load_config("configs/babilong_tiny.yaml", ["model.memory.kind=rmt"]).model
+  with pytest.raises(ValueError, match="no LM2 memory"):
+    make_memory_trace(build_model(rmt))
