@@ -88,6 +88,12 @@ class MemoryConfig:
   # zero. With update=convex the write gate is scaled by the attention mass a slot put on
   # real tokens, so a slot that finds nothing in a segment keeps its content exactly.
   write_sink: bool = False
+  # Chrono initialisation of the gate that decides what is kept (Tallec & Ollivier, 2018):
+  # with T > 2, width unit d of an untrained memory keeps its content for about tau_d
+  # segments, tau_d log-uniform in [2, T] (convex: input-gate bias -log(tau_d - 1); lstm: forget-gate bias log(tau_d - 1))
+  # instead of the constant input_bias / forget_bias, so the gradient reaches writes that
+  # many segments back from the start. 0: the constant biases.
+  gate_timescale: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,6 +324,8 @@ def validate(cfg: Config) -> Config:
          f"{mem.num_heads} heads do not divide model.width={m.width}")
     need(mem.layers == -1 or 1 <= mem.layers <= m.num_layers, "model.memory.layers",
          f"must be -1 (all) or in 1..{m.num_layers}, got {mem.layers}")
+    need(mem.gate_timescale == 0 or mem.gate_timescale > 2, "model.memory.gate_timescale",
+         f"must be 0 (off) or > 2 segments, got {mem.gate_timescale}")
   t = cfg.train
   need(t.seq_len > 0 and t.seq_len % m.segment_len == 0, "train.seq_len",
        f"must be a positive multiple of model.segment_len={m.segment_len}, got {t.seq_len}")

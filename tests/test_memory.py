@@ -97,3 +97,37 @@ def test_a_slot_that_finds_nothing_keeps_its_content():
       lambda p, x: jnp.full_like(x, 1e4) if "sink" in jax.tree_util.keystr(p) else x, params)
   np.testing.assert_array_equal(np.asarray(write.apply(params, prev, u, valid)),
                                 np.asarray(prev))
+
+
+@pytest.mark.parametrize("update", ["convex", "lstm"])
+def test_chrono_gates_keep_a_memory_for_their_time_scales(update):
+  """gate_timescale=T: untrained, the share of a difference between two memories that
+  survives k writes of the same input decays over every time scale up to T, where the
+  constant biases forget it within a few writes."""
+  def surviving(*over, writes=(4, 32, 128)):
+    cfg = load_config(None, [f"model.segment_len={SEG}", f"model.memory.update={update}",
+                             *over]).model
+    write = MemoryWrite(cfg, jnp.float32)
+    a, b = (jnp.tanh(jax.random.normal(jax.random.key(k), (1, cfg.memory.num_slots,
+                                                            cfg.width))) for k in (0, 1))
+    u = jax.random.normal(jax.random.key(2), (1, SEG, cfg.width))
+    valid = jnp.ones((1, SEG), bool)
+    params = write.init(jax.random.key(3), a, u, valid)
+    step = jax.jit(lambda m: write.apply(params, m, u, valid))
+    out, gap = [], float(jnp.abs(a - b).mean())
+    for k in range(1, max(writes) + 1):
+      a, b = step(a), step(b)
+      if k in writes:
+        out.append(float(jnp.abs(a - b).mean()) / gap)
+    return out, params["params"]
+
+  constant, _ = surviving()
+  chrono, params = surviving("model.memory.gate_timescale=512")
+  assert constant[1] < 1e-3                        # 32 writes: gone
+  assert chrono[0] > 0.5 and chrono[1] > 0.3 and chrono[2] > 0.15, chrono
+  assert chrono[0] > chrono[1] > chrono[2]         # still a decay, over many time scales
+  bias = np.asarray(params["forget_gate_bias" if update == "lstm" else "input_gate_bias"].value)
+  kept = 1 / (1 + np.exp(-bias if update == "lstm" else bias))   # g_f, or 1 - z
+  tau = 1 / (1 - kept)
+  assert tau.min() >= 2 - 1e-4 and tau.max() <= 512 * (1 + 1e-4)
+  assert np.sum(tau < 8) >= 8 and np.sum(tau > 128) >= 8   # both ends of the range

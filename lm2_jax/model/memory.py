@@ -46,12 +46,28 @@ def _heads(module: nn.Module, name: str, cfg: ModelConfig, init) -> Array:
   return param(module, name, (d, h, d // h), ("embed", "memory_heads", "head_dim"), init)
 
 
-def _gate(module: nn.Module, name: str, cfg: ModelConfig, bias: float):
+def _gate(module: nn.Module, name: str, cfg: ModelConfig, bias: float, keeps: int = 0):
+  """A gate's kernel and bias. keeps=+1 (a forget gate) or -1 (the convex write gate) names
+  the sign by which its bias makes the memory keep, for the chrono initialisation."""
   d = cfg.width
   w = param(module, f"{name}_kernel", (d, d), ("embed", "memory_width"),
             normal(cfg.initializer_std))
-  b = param(module, f"{name}_bias", (d,), ("memory_width",), nn.initializers.constant(bias))
+  init = nn.initializers.constant(bias)
+  if keeps and cfg.memory.gate_timescale:
+    init = _chrono(cfg.memory.gate_timescale, keeps)
+  b = param(module, f"{name}_bias", (d,), ("memory_width",), init)
   return w, b
+
+
+def _chrono(timescale: float, sign: int):
+  """Biases +-log(tau - 1) with tau log-uniform in [2, T]: unit d keeps its content for about
+  tau_d segments, every octave of time scales holding as many units."""
+
+  def init(key, shape, dtype=jnp.float32):
+    tau = jnp.exp(jax.random.uniform(key, shape, jnp.float32, np.log(2.0), np.log(timescale)))
+    return (sign * jnp.log(tau - 1.0)).astype(dtype)
+
+  return init
 
 
 def _project_heads(queries_BxNxD: Array, keys_BxSxD: Array, values_BxSxD: Array, wq, wk, wv,
@@ -152,9 +168,10 @@ class MemoryWrite(nn.Module):
     cfg = self.cfg
     init = normal(cfg.initializer_std)
     aq, ak, av = (_heads(self, n, cfg, init) for n in ("q", "k", "v"))
-    w_in, b_in = _gate(self, "input_gate", cfg, cfg.memory.input_bias)
+    w_in, b_in = _gate(self, "input_gate", cfg, cfg.memory.input_bias,
+                       keeps=-1 if cfg.memory.update == "convex" else 0)
     if cfg.memory.update == "lstm":
-      w_f, b_f = _gate(self, "forget_gate", cfg, cfg.memory.forget_bias)
+      w_f, b_f = _gate(self, "forget_gate", cfg, cfg.memory.forget_bias, keeps=1)
     queries = RMSNorm(cfg.norm_eps, self.dtype, name="norm")(prev_BxNxD)
     n = prev_BxNxD.shape[1]
     if cfg.memory.slot_keys:
