@@ -129,7 +129,8 @@ def load_params(path: str, cfg: Config | None = None, shardings: Any = None):
 
   Returns (config, params, step). `cfg` defaults to the work directory's own config; a
   config whose parameter shapes differ from the checkpoint's is refused with the names of
-  the differing parameters.
+  the differing parameters. Without `shardings` the arrays land on this process's first
+  device, however many devices saved them.
   """
   workdir, step = resolve(path)
   cfg = cfg or load_workdir_config(workdir)
@@ -139,6 +140,9 @@ def load_params(path: str, cfg: Config | None = None, shardings: Any = None):
       step = mngr.latest_step()
       if step is None:
         raise CheckpointError(f"{checkpoint_dir(workdir)}: no checkpoint saved yet")
+    if shardings is None:  # onto this process's first device, whatever the saving mesh
+      one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+      shardings = jax.tree.map(lambda _: one, abstract_params(cfg))
     target = abstract_params(cfg, shardings)
     check_shapes(target, mngr.item_metadata(step)["params"], f"{workdir} step {step}")
     restored = mngr.restore(step, args=ocp.args.Composite(

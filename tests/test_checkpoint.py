@@ -42,3 +42,28 @@ def test_missing_paths_are_named(tmp_path):
   os.makedirs(tmp_path / "empty")
   with pytest.raises(checkpoint.CheckpointError, match="expected a work directory"):
     checkpoint.load_params(str(tmp_path / "empty"))
+
+
+def test_parameters_saved_on_8_devices_load_in_a_1_device_process(tmp_path):
+  """eval.py and the probes read checkpoints that a mesh wrote, on a machine with fewer
+  devices: the saving topology must not matter."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  cfg = load_config(None)
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:8]), ("data",))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  params = jax.device_put(_params(cfg), replicated)
+  checkpoint.save_params(str(tmp_path), cfg, params, step=3)
+  code = ("import jax, numpy as np; from lm2_jax import checkpoint; "
+          f"_, p, step = checkpoint.load_params({str(tmp_path)!r}); "
+          "print(len(jax.devices()), step, float(sum(np.abs(x).sum() "
+          "for x in jax.tree.leaves(p))))")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="", PYTHONPATH=root)
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=300, check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+  devices, step, total = out.stdout.split()
+  assert devices == "1" and step == "3"
+  expect = float(sum(np.abs(np.asarray(x)).sum() for x in jax.tree.leaves(params)))
+  np.testing.assert_allclose(float(total), expect, rtol=1e-6)
