@@ -12,6 +12,8 @@ seed 0) or beside it:
   chrono          the default trained from scratch with the keep gate's chrono
                   initialisation (model.memory.gate_timescale=512)
   chrono+long     chrono, then the long stage
+  chrono+long+128 then 200 steps of 128-segment sequences with up to 6 stories and up to
+                  128 segments of background (again 8,192 tokens per step)
 Every model is then probed by scripts/memory_probe.py (inserted-gap curve at +0..+256
 segments, generated BABILong qa1 at 0k-16k, the memory's trace over 512 segments). A rerun
 reuses finished trainings. Each training takes 10-20 minutes on a shared 2-core CPU.
@@ -33,6 +35,10 @@ CONTROL = STAGE2 + ["train.curriculum.max_segments=[16]", "train.curriculum.min_
 LONG = STAGE2 + ["train.seq_len=2048", "train.batch_size=4",
                  "train.curriculum.max_segments=[64]", "train.curriculum.min_segments=64",
                  "data.max_gap_segments=64", "data.questions_per_sequence=4"]
+LONG128 = ["train.steps=200", "train.learning_rate=1.0e-3", "train.warmup_steps=20",
+           "train.checkpoint_every=100", "train.seq_len=4096", "train.batch_size=2",
+           "train.curriculum.max_segments=[128]", "train.curriculum.min_segments=128",
+           "data.max_gap_segments=128", "data.questions_per_sequence=6"]
 CHRONO = ["model.memory.gate_timescale=512"]
 
 # name: (starts from, overrides); stage 1 runs are 600 steps of the config as it is.
@@ -42,6 +48,7 @@ VARIANTS = {
     "long": ("stage1", LONG),
     "chrono": (None, ["train.steps=600", *CHRONO]),
     "chrono+long": ("chrono", LONG + CHRONO),
+    "chrono+long+128": ("chrono+long", LONG128 + CHRONO),
 }
 
 
@@ -79,7 +86,7 @@ def main(argv=None) -> int:
     print("$", " ".join(cmd[1:]), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)
   cmd = [sys.executable, os.path.join("scripts", "memory_probe.py"),
-         "--gaps", "0,4,16,64,256", "--lengths", "0k,1k,4k,16k",
+         "--gaps", "0,4,16,64,128,256", "--lengths", "0k,1k,4k,16k",
          "--num-samples", str(args.num_samples), "--trace-segments", "512",
          "--seed", str(args.seed), "--output", os.path.join(args.workdir, "probe.json")]
   for name in names:
