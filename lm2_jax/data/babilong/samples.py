@@ -1,0 +1,175 @@
+"""BABILong sample assembly: a bAbI story's facts hidden among background sentences.
+
+``make_sample(task, length, index, seed, tokenizer, haystack)`` is a pure function of its
+arguments: sample i never requires samples 0..i-1, which lets a Grain source over an index
+range serve an endless stream and resume by index. The story of sample i depends on (seed,
+split, task, index) only, so sample i at 1k and at 128k hides the same facts (unless the story
+did not fit the smaller budget and was redrawn, as the published data drops such stories).
+Facts are inserted, in order, before background sentences at random gaps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator, Sequence
+
+from lm2_jax.data import babi
+from lm2_jax.data.babilong.lengths import PROMPT_RESERVE, input_budget
+from lm2_jax.data.haystack import Haystack, load_haystack
+from lm2_jax.data.tokenizers import ByteTokenizer, Tokenizer, load_tokenizer
+
+_MAX_ATTEMPTS = 2000
+_LOOKAHEAD = 16  # sentences tried for the last gap before one is cut short
+
+
+def _rng(*key) -> random.Random:
+  """A generator seeded by a stable hash of ``key`` (Python's hash() varies between runs)."""
+  digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
+  return random.Random(int.from_bytes(digest, "little"))
+
+
+def _count(tokenizer: Tokenizer, texts: Sequence[str]) -> list[int]:
+  return tokenizer.count_tokens(list(texts))
+
+
+def _trim_to(sentence: str, room: int, tokenizer: Tokenizer) -> tuple[str, int]:
+  """The longest word prefix of ``sentence``, closed with ".", costing at most ``room`` tokens."""
+  words = sentence.rstrip(".!?").split(" ")
+  lo, hi, best = 1, len(words) - 1, ("", 0)
+  while lo <= hi:  # costs grow with the prefix, so bisect on the number of words
+    mid = (lo + hi) // 2
+    part = " ".join(words[:mid]).rstrip(",;:") + "."
+    cost = _count(tokenizer, [" " + part])[0]
+    if cost <= room:
+      best, lo = (part, cost), mid + 1
+    else:
+      hi = mid - 1
+  return best
+
+
+def _assemble(facts: Sequence[str], budget: int, tokenizer: Tokenizer,
+              stream: Iterator[str], rng: random.Random, gap: int | None = None) -> str | None:
+  """Facts in order among background sentences, about ``budget`` tokens; None if they don't fit.
+
+  Each piece is costed as " " + piece (the first piece's space is free), which is exact for
+  the byte tokenizer; for subword tokenizers the joined text is re-counted and the tail
+  trimmed until it fits. With ``gap``, the last fact is followed by about ``gap`` tokens of
+  background (at most what the budget leaves) and the other facts lie anywhere before it.
+  """
+  fact_cost = sum(_count(tokenizer, [" " + f for f in facts]))
+  room = budget + 1 - fact_cost
+  if room < 0:
+    return None
+  background: list[str] = []
+  costs_kept: list[int] = []
+  too_long = 0
+  while room > 0:
+    batch = [next(stream) for _ in range(64)]
+    costs = _count(tokenizer, [" " + s for s in batch])
+    for sentence, cost in zip(batch, costs):
+      if cost <= room:
+        background.append(sentence)
+        costs_kept.append(cost)
+        room -= cost
+        continue
+      # Near the end, look a little further for a sentence that fits, then cut one short.
+      too_long += 1
+      if too_long == _LOOKAHEAD:
+        part, cost = _trim_to(sentence, room, tokenizer)
+        if part:
+          background.append(part)
+          costs_kept.append(cost)
+        room = 0
+        break
+
+  if gap is None:
+    gaps = sorted(rng.randrange(len(background) + 1) for _ in facts)
+  else:  # the last fact goes before background[last]; the tail after it costs >= gap
+    last, tail = len(background), 0
+    while last > 0 and tail < gap:
+      last -= 1
+      tail += costs_kept[last]
+    gaps = sorted(rng.randrange(last + 1) for _ in facts[:-1]) + [last]
+  pieces: list[str] = []
+  fact_iter = iter(zip(gaps, facts))
+  nxt = next(fact_iter, None)
+  for i in range(len(background) + 1):
+    while nxt is not None and nxt[0] == i:
+      pieces.append(nxt[1])
+      nxt = next(fact_iter, None)
+    if i < len(background):
+      pieces.append(background[i])
+  text = " ".join(pieces)
+  if isinstance(tokenizer, ByteTokenizer):
+    return text  # the costs above are exact
+
+  fact_slots = {gap + i for i, gap in enumerate(gaps)}  # fact i sits after i earlier facts
+  is_fact = [i in fact_slots for i in range(len(pieces))]
+  n = len(tokenizer.encode(text))
+  while n > budget:  # trim the last background piece by the overshoot, in words
+    last = max((i for i in range(len(pieces)) if not is_fact[i]), default=None)
+    if last is None:
+      return None
+    words = pieces[last].split(" ")
+    keep = len(words) - (n - budget) - 1
+    if keep > 0:
+      pieces[last] = " ".join(words[:keep]).rstrip(".!?,;:") + "."
+    else:
+      del pieces[last], is_fact[last]
+    text = " ".join(pieces)
+    n = len(tokenizer.encode(text))
+  return text
+
+
+def _build(task: str, index: int, seed: int, tokenizer: Tokenizer, haystack: Haystack, *,
+           budget: int | None, fill: bool, split: str, overhead=None,
+           stats: dict | None = None, gap: int | None = None) -> dict:
+  """The sample for (task, index): a story that fits ``budget``, padded with background.
+
+  Stories whose facts do not fit are redrawn (as the published data drops them); ``stats``,
+  when given, counts the redraws under "redrawn".
+  """
+  for attempt in range(_MAX_ATTEMPTS):
+    if stats is not None and attempt:
+      stats["redrawn"] = stats.get("redrawn", 0) + 1
+    story = babi.generate_sample(task, _rng(seed, split, "story", task, index, attempt))
+    limit = budget
+    if limit is not None and overhead is not None:
+      limit -= overhead(story)
+    if gap is not None and budget is None:  # the facts, then `gap` tokens of background
+      limit, fill = sum(_count(tokenizer, [" " + f for f in story.facts])) + gap, True
+    if not fill or limit is None:
+      text = " ".join(story.facts)
+      if limit is not None and _count(tokenizer, [text])[0] > limit:
+        continue
+    else:
+      rng = _rng(seed, split, "haystack", task, index, limit, attempt)
+      text = _assemble(story.facts, limit, tokenizer, haystack.sentences(rng), rng, gap)
+      if text is None:
+        continue
+    return {"input": text, "question": story.question, "target": story.answer}
+  raise ValueError(f"{task}: no story fits in {budget} tokens after {_MAX_ATTEMPTS} draws; "
+                   "use a longer length")
+
+
+def make_sample(task: str, length: str | int, index: int, seed: int = 0,
+                tokenizer: Tokenizer | str | None = None, haystack: Haystack | str | None = None,
+                *, reserve_tokens: int = PROMPT_RESERVE, split: str = "test",
+                stats: dict | None = None, gap: int | None = None) -> dict:
+  """Sample ``index`` of ``task`` at a nominal ``length``: ``{"input", "question", "target"}``.
+
+  A pure function of its arguments (``split`` separates training draws from evaluation draws
+  made with the same seed). ``tokenizer`` counts the length (default: bytes); ``haystack``
+  gives the background (default: the built-in generator). ``stats`` (a dict) counts the
+  stories redrawn because their facts did not fit. With ``length`` "0k" and ``gap`` tokens,
+  the facts are followed by that much background before the question (the inserted-gap
+  probe of the memory).
+  """
+  tokenizer = load_tokenizer(tokenizer or "byte")
+  haystack = load_haystack(haystack)
+  budget = input_budget(length, reserve_tokens)
+  if gap is not None and budget is not None:
+    raise ValueError("make_sample: gap= needs length 0k (the facts, then the gap)")
+  return _build(babi.check_task(task), int(index), int(seed), tokenizer, haystack,
+                budget=budget, fill=budget is not None, split=split, stats=stats, gap=gap)

@@ -1,0 +1,202 @@
+"""Grain sources of BABILong: samples by index, and the endless training stream of batches.
+
+Both are random-access over an index range, so a host's shard is a slice of it and resuming is
+restarting at an index.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Sequence
+
+import numpy as np
+
+from lm2_jax.data import babi
+from lm2_jax.data.babilong.lengths import PROMPT_RESERVE, input_budget, length_name, parse_length
+from lm2_jax.data.babilong.prompts import COMPACT_TEMPLATE, format_training_example
+from lm2_jax.data.babilong.samples import _build, _count, _rng, make_sample
+from lm2_jax.data.haystack import Haystack, load_haystack
+from lm2_jax.data.tokenizers import ByteTokenizer, Tokenizer, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+class BabilongSource:
+  """A Grain random-access source of BABILong samples over an (almost) endless index range.
+
+  Record i draws its task and length from (seed, i) and is ``make_sample(task, length, i,
+  seed, ...)`` plus ``"task"`` and ``"length"`` keys. Any slice of the index range (e.g. one
+  host's shard) is a valid stream, and resuming is restarting at an index.
+  """
+
+  def __init__(self, tasks: Sequence[str] = babi.TASKS,
+               lengths: Sequence[str | int] = ("0k",), *,
+               seed: int = 0, tokenizer: Tokenizer | str | None = None,
+               haystack: Haystack | str | None = None, reserve_tokens: int = PROMPT_RESERVE,
+               split: str = "test", num_records: int = 2**31 - 1):
+    self.tasks = tuple(babi.check_task(t) for t in tasks)
+    self.lengths = tuple(length_name(parse_length(x)) for x in lengths)
+    self.seed, self.split, self.reserve_tokens = seed, split, reserve_tokens
+    self.tokenizer = load_tokenizer(tokenizer or "byte")
+    self.haystack = load_haystack(haystack)
+    self.num_records = num_records
+    for length in self.lengths:
+      input_budget(length, reserve_tokens)  # fail now on a length that leaves no room
+
+  def __len__(self) -> int:
+    return self.num_records
+
+  def __getitem__(self, i: int) -> dict:
+    i = int(i)
+    pick = _rng(self.seed, self.split, "pick", i)
+    task, length = pick.choice(self.tasks), pick.choice(self.lengths)
+    sample = make_sample(task, length, i, self.seed, self.tokenizer, self.haystack,
+                         reserve_tokens=self.reserve_tokens, split=self.split)
+    return {**sample, "task": task, "length": length}
+
+  def __repr__(self) -> str:
+    return (f"BabilongSource(tasks={self.tasks}, lengths={self.lengths}, seed={self.seed}, "
+            f"tokenizer={self.tokenizer!r}, haystack={self.haystack.name!r})")
+
+
+_truncated = 0
+
+
+def _example_ids(sample: dict, tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
+  """The compact template's prompt ids, and the answer's ids closed by EOS (the targets)."""
+  prompt, answer = format_training_example(sample)
+  return tokenizer.encode(prompt), tokenizer.encode(answer) + [tokenizer.eos_id]
+
+
+def sample_to_arrays(sample: dict, tokenizer: Tokenizer, seq_len: int, *, add_bos: bool = True
+                     ) -> tuple[np.ndarray, np.ndarray]:
+  """One sample as ``tokens int32[seq_len]`` and ``loss_mask float32[seq_len]``.
+
+  Tokens are [BOS] + prompt + answer + EOS in the compact template, right-padded with PAD.
+  ``loss_mask[t]`` is 1 where ``tokens[t]`` is a target, i.e. on the answer tokens and their
+  EOS: the training step predicts ``tokens[:, 1:]`` from ``tokens[:, :-1]`` and weights the
+  loss with ``loss_mask[:, 1:]``. A sequence longer than ``seq_len`` loses the oldest prompt
+  tokens (the start of the context; it may cut facts, so such cuts are counted and logged —
+  samples built by ``make_babilong_dataset`` are sized to fit and are never cut).
+  """
+  global _truncated
+  prompt_ids, answer_ids = _example_ids(sample, tokenizer)
+  head = [tokenizer.bos_id] if add_bos else []
+  over = len(head) + len(prompt_ids) + len(answer_ids) - seq_len
+  if over > 0:
+    if over >= len(prompt_ids):
+      raise ValueError(f"seq_len={seq_len} cannot hold the question and answer of this sample")
+    prompt_ids = prompt_ids[over:]
+    _truncated += 1
+    log.warning("BABILong sample longer than seq_len=%d by %d tokens: cut from the left "
+                "(%d samples cut so far)", seq_len, over, _truncated)
+  ids = head + prompt_ids + answer_ids
+  tokens = np.full((seq_len,), tokenizer.pad_id, np.int32)
+  tokens[:len(ids)] = ids
+  loss_mask = np.zeros((seq_len,), np.float32)
+  loss_mask[len(head) + len(prompt_ids):len(ids)] = 1.0
+  return tokens, loss_mask
+
+
+class _TrainingSource:
+  """Record i: a training sample sized to fit its length, as (tokens, loss_mask) arrays.
+
+  ``end_jitter`` > 0 shortens each sample by a random 0..end_jitter-1 tokens (right padding
+  follows), so the question ends at any offset inside a segment and answers cross segment
+  boundaries, as they do in evaluation. ``max_gap`` > 0 puts a log-uniform amount of
+  background, 0..max_gap tokens, between the last fact and the question, so training asks
+  for every distance up to it rather than mostly short ones. ``questions`` > 1 fills a
+  record with 1..questions stories one after the other, each closed by its question and
+  answer (all scored): one long sequence then asks many questions at many distances, and
+  the memory must also let a later story overwrite an earlier one.
+  """
+
+  def __init__(self, tasks, lengths, tokenizer, haystack, seq_len, seed, add_bos,
+               end_jitter=0, max_gap=0, questions=1):
+    self.tasks = tuple(babi.check_task(t) for t in tasks)
+    self.lengths = tuple(min(parse_length(x), seq_len) for x in lengths)
+    self.tokenizer, self.haystack = tokenizer, haystack
+    self.seq_len, self.seed, self.add_bos = seq_len, seed, add_bos
+    self.end_jitter, self.max_gap, self.questions = end_jitter, max_gap, questions
+    # Boundary effects of subword tokenizers can add a token where prompt parts meet.
+    self.slack = 0 if isinstance(tokenizer, ByteTokenizer) else 3
+
+  def _overhead(self, story: babi.BabiSample) -> int:
+    """Tokens of everything but the input: question and answer in the template, BOS, EOS."""
+    rest = COMPACT_TEMPLATE.format(input="", question=story.question)
+    cost = _count(self.tokenizer, [rest, " " + story.answer])
+    return sum(cost) + 1 + int(self.add_bos) + self.slack
+
+  def __len__(self) -> int:
+    return 2**31 - 1
+
+  def _sample(self, pick: random.Random, index, budget: int, fill: bool) -> dict:
+    gap = None
+    if self.max_gap:
+      gap = int(math.exp(pick.uniform(0.0, math.log(self.max_gap + 1)))) - 1
+    return _build(pick.choice(self.tasks), index, self.seed, self.tokenizer, self.haystack,
+                  budget=budget, fill=fill, split="train", overhead=self._overhead, gap=gap)
+
+  def __getitem__(self, i: int) -> dict:
+    i = int(i)
+    pick = _rng(self.seed, "train", "pick", i)
+    length = pick.choice(self.lengths)
+    budget = length or self.seq_len
+    if self.end_jitter:
+      budget -= pick.randrange(min(self.end_jitter, budget // 2))
+    count = pick.randint(1, self.questions) if length and self.questions > 1 else 1
+    if count == 1:
+      sample = self._sample(pick, i, budget, fill=length > 0)
+      tokens, loss_mask = sample_to_arrays(sample, self.tokenizer, self.seq_len,
+                                           add_bos=self.add_bos)
+      return {"tokens": tokens, "loss_mask": loss_mask}
+    # Stories of 0.5x to 1.5x the mean share, together filling the budget.
+    weights = [pick.uniform(0.5, 1.5) for _ in range(count)]
+    shares = [int(budget * w / sum(weights)) for w in weights]
+    ids: list[int] = [self.tokenizer.bos_id] if self.add_bos else []
+    targets: list[tuple[int, int]] = []
+    for j, share in enumerate(shares):
+      prompt, answer = _example_ids(self._sample(pick, (i, j), share, True), self.tokenizer)
+      targets.append((len(ids) + len(prompt), len(ids) + len(prompt) + len(answer)))
+      ids += prompt + answer
+    tokens = np.full((self.seq_len,), self.tokenizer.pad_id, np.int32)
+    tokens[:len(ids)] = ids
+    loss_mask = np.zeros((self.seq_len,), np.float32)
+    for start, stop in targets:
+      loss_mask[start:stop] = 1.0
+    return {"tokens": tokens, "loss_mask": loss_mask}
+
+
+def make_babilong_dataset(tasks: Sequence[str], lengths: Sequence[str | int] | None,
+                          tokenizer: Tokenizer | str, seq_len: int, batch_size: int, *,
+                          seed: int = 0, shard_index: int = 0, shard_count: int = 1,
+                          haystack: Haystack | str | None = None, add_bos: bool = True,
+                          num_threads: int = 0, end_jitter: int = 0, max_gap: int = 0,
+                          questions: int = 1):
+  """An endless Grain stream of BABILong training batches in the compact template.
+
+  Each batch is ``{"tokens": int32[batch_size, seq_len], "loss_mask": float32[batch_size,
+  seq_len]}`` with ``loss_mask`` 1 only on the answer tokens and their EOS (conventions in
+  ``sample_to_arrays``). Record i picks its task from ``tasks`` and a total length from
+  ``lengths`` (token counts such as 512 or "1k", capped at ``seq_len``; 0 or "0k" means the
+  facts alone; ``None`` means ``[seq_len]``) and fills that many tokens — prompt, answer and
+  special tokens included — so nothing is ever cut. ``end_jitter`` and ``max_gap`` vary where
+  the question ends and how far the last fact lies before it, ``questions`` how many stories
+  one sequence may hold (``_TrainingSource``). Building
+  the dataset costs nothing, so a curriculum can make one per sequence length. Host
+  ``shard_index`` of ``shard_count`` reads records shard_index, shard_index + shard_count,
+  ...; ``iterator.get_state()`` / ``set_state()`` resume exactly. Draws use the "train"
+  split, so they differ from evaluation samples made with the same seed.
+  """
+  import grain  # pylint: disable=g-import-not-at-top
+
+  if not 0 <= shard_index < shard_count:
+    raise ValueError(f"shard_index={shard_index} must be in [0, shard_count={shard_count})")
+  tokenizer = load_tokenizer(tokenizer)
+  source = _TrainingSource(tasks, lengths or (seq_len,), tokenizer, load_haystack(haystack),
+                           seq_len, seed, add_bos, end_jitter, max_gap, questions)
+  ds = grain.MapDataset.source(source)[shard_index::shard_count]
+  read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(2 * batch_size, 1))
+  return ds.to_iter_dataset(read).batch(batch_size, drop_remainder=True)
