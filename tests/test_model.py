@@ -107,6 +107,19 @@ def test_streaming_equals_one_shot(scope, recurrence):
   assert int(state.pos_B[0]) == t
 
 
+def test_one_shot_forward_in_segment_scope_keeps_no_cache():
+  """Training's forward attends within each whole segment: no key/value cache, no segment
+  buffer, so nothing is scattered (nor, in the backward, gathered) per layer."""
+  cfg, model = make("segment")
+  tokens = random_tokens(cfg, 2, SEG * 2 + 3)
+  variables = jax.eval_shape(lambda t: model.init(jax.random.key(0), t), tokens)
+  jaxpr = str(jax.make_jaxpr(lambda v: model.apply(v, tokens))(variables))
+  assert "scatter" not in jaxpr
+  prefill = str(jax.make_jaxpr(lambda v: model.apply(v, tokens, init_state(cfg, 2),
+                                                      method="prefill"))(variables))
+  assert "scatter" in prefill  # the streaming path does keep its caches
+
+
 @pytest.mark.parametrize("scope", ["segment", "full"])
 def test_ragged_prefill_leaves_each_row_as_if_alone_and_later_chunks_agree(scope):
   """A row that ends mid-segment idles through the longer rows' later segments; its state
