@@ -166,6 +166,7 @@ def _stack(cfg: ModelConfig, has_memory: bool, length: int, name: str):
   scanned = nn.scan(block, variable_axes={"params": 0, "intermediates": 0},
                     split_rngs={"params": True},
                     in_axes=(0, nn.broadcast), length=length,
+                    unroll=min(cfg.scan_unroll, length),
                     metadata_params={nn.PARTITION_NAME: "layers"})
   return scanned(cfg, has_memory, name=name)
 
