@@ -259,7 +259,6 @@ class Core(nn.Module):
     x = jnp.take(self.embedding, tokens_BxC, axis=0).astype(dtype)
     kc, vc = state.k_cache_LxBxKxGxH, state.v_cache_LxBxKxGxH
     memory, u_seg = state.memory_MxBxNxD, state.u_MxBxSxD
-    caches = (kc, vc) if cached else (None, None)
     if m:
       fresh_B = state.pos_B == 0
       memory = jnp.where(fresh_B[None, :, None, None], self._initial_memory()[:, None],
@@ -271,12 +270,12 @@ class Core(nn.Module):
         segment_B = state.pos_B // cfg.segment_len
         cut = (segment_B % truncate_every == 0) & (segment_B > 0)
         memory = jnp.where(cut[None, :, None, None], jax.lax.stop_gradient(memory), memory)
-      layers = (None, None) if caches[0] is None else (kc[:m], vc[:m])
+      layers = (kc[:m], vc[:m]) if cached else (None, None)
       (x, _), (k_m, v_m, memory, u_out) = self.memory_blocks(
           (x, memory[m - 1]), (*layers, memory, None if whole_segment else u_seg), ctx)
       u_seg = u_seg if whole_segment else u_out
     if cfg.num_layers > m:
-      layers = (None, None) if caches[0] is None else (kc[m:], vc[m:])
+      layers = (kc[m:], vc[m:]) if cached else (None, None)
       (x, _), (k_p, v_p, _, _) = self.blocks((x, None), (*layers, None, None), ctx)
     if cached:  # (otherwise the empty caches pass through)
       if m and cfg.num_layers > m:
