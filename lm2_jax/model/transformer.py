@@ -316,9 +316,12 @@ class LM2(nn.Module):
     s = -(-t // seg)
     state = init_state(cfg, b, s * seg)
     # Whole segments (Core's whole_segment): the state carries neither the segment's inputs
-    # nor, in segment scope, the key/value caches; they stay empty.
-    state = state.replace(u_MxBxSxD=state.u_MxBxSxD[:, :, :0])
-    if cfg.attention_scope == "segment":
+    # nor, in segment scope, the key/value caches; they stay empty. (The RMT's core keeps
+    # its own state and passes.)
+    whole = isinstance(state, DecodeState)
+    if whole:
+      state = state.replace(u_MxBxSxD=state.u_MxBxSxD[:, :, :0])
+    if whole and cfg.attention_scope == "segment":
       state = state.replace(k_cache_LxBxKxGxH=state.k_cache_LxBxKxGxH[:, :, :0],
                             v_cache_LxBxKxGxH=state.v_cache_LxBxKxGxH[:, :, :0])
     # A fresh state is at a segment boundary: the segments are the plain reshape.
@@ -326,7 +329,7 @@ class LM2(nn.Module):
     valid = jnp.broadcast_to(jnp.arange(s * seg) < t, tokens.shape)
     to_segments = lambda a: a.reshape(b, s, seg).transpose(1, 0, 2)
     _, logits_SxBxCxV = _scan_segments(self.core, state, to_segments(tokens),
-                                       to_segments(valid), truncate_every, whole_segment=True)
+                                       to_segments(valid), truncate_every, whole_segment=whole)
     return logits_SxBxCxV.transpose(1, 0, 2, 3).reshape(b, s * seg, -1)[:, :t]
 
   def _maybe(self, state: DecodeState, tokens_BxC: Array, valid_BxC: Array,
