@@ -24,7 +24,7 @@ from bench.train_step import describe, real_step, synthetic_batch
 
 # The shape of the measurement: width 256, 4 layers, 8 heads, MLP 688, vocab 512.
 SHAPE = ["model.width=256", "model.num_layers=4", "model.num_heads=8", "model.num_kv_heads=8",
-         "model.mlp_width=688", "model.vocab_size=512", "model.memory.enabled=false",
+         "model.mlp_width=688", "model.vocab_size=512", "model.memory.kind=none",
          "model.tie_embeddings=true", "model.rope_theta=10000.0"]
 
 

@@ -34,7 +34,7 @@ from lm2_jax.train.metrics import measure_matmul_flops  # noqa: E402
 from bench import context, memory_ops, reference, train_step  # noqa: E402
 
 TINY, B50M = "configs/tiny.yaml", "configs/bench_50m.yaml"
-OFF = ["model.memory.enabled=false"]
+OFF = ["model.memory.kind=none"]
 
 # Per suite: which train-step groups run (config, variants, reference), repeats, and the
 # other benchmarks' sizes. `quick` keeps what the headline needs.

@@ -56,7 +56,7 @@ def describe(cfg: Config) -> dict:
   return {"width": m.width, "layers": m.num_layers, "heads": m.num_heads,
           "kv_heads": m.num_kv_heads, "mlp": m.mlp_width, "vocab": m.vocab_size,
           "segment_len": m.segment_len, "attention_scope": m.attention_scope,
-          "memory_slots": m.memory.num_slots if m.memory.enabled else 0,
+          "memory_slots": m.memory.num_slots if m.memory.kind == "lm2" else 0,
           "remat": m.remat_policy, "batch": t.batch_size, "seq_len": t.seq_len,
           **count_params(cfg), "train_flops_per_token": flops["train"],
           "train_flops_executed_per_token": flops["train_executed"]}

@@ -121,6 +121,10 @@ class ModelConfig:
   compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
   # Rematerialisation of each decoder block under the layer scan.
   remat_policy: Literal["none", "full", "save_dots", "save_qkv_mlp"] = "none"
+  # Layers per iteration of the layer scan (1 = a loop over layers; num_layers = no loop).
+  # Unrolling spares the loop's stacked residuals, parameter slices and gradient
+  # accumulators (docs/performance.md) at the price of compile time linear in the depth.
+  scan_unroll: int = 1
   initializer_std: float = 0.02
   memory: MemoryConfig = dataclasses.field(default_factory=MemoryConfig)
 
@@ -306,6 +310,8 @@ def validate(cfg: Config) -> Config:
   need(m.resolved_head_dim % 2 == 0, "model.head_dim",
        f"rotary embedding needs an even head width, got {m.resolved_head_dim}")
   need(m.norm_eps > 0, "model.norm_eps", f"must be positive, got {m.norm_eps}")
+  need(1 <= m.scan_unroll <= m.num_layers, "model.scan_unroll",
+       f"must be between 1 and model.num_layers={m.num_layers}, got {m.scan_unroll}")
   need(m.rope_theta > 0, "model.rope_theta", f"must be positive, got {m.rope_theta}")
   if m.rope_scaling is not None:
     rs = m.rope_scaling

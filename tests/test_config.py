@@ -43,6 +43,8 @@ def test_resolved_config_round_trips(tmp_path):
     (["model.memory.layers=9"], r"model\.memory\.layers: must be -1 \(all\) or in 1\.\.2"),
     (["model.memory.num_heads=3"], r"model\.memory\.num_heads: 3 heads do not divide"),
     (["model.width"], r"expected key=value"),
+    (["model.scan_unroll=3"], r"model\.scan_unroll: must be between 1 and "
+                              r"model\.num_layers=2, got 3"),
     (["model.memory.kind=xl"], r"model\.memory\.kind: got 'xl', expected one of \['lm2', 'rmt', "
                                r"'none'\]"),
     (["model.memory.kind=rmt", "model.attention_scope=full"],

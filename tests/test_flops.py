@@ -1,5 +1,7 @@
 """The analytic FLOP count (lm2_jax/model/flops.py) on a case small enough to count by hand."""
 
+import dataclasses
+
 import pytest
 
 from lm2_jax.config import load_config
@@ -76,3 +78,18 @@ def test_full_attention_executes_about_twice_the_causal_scores_at_length():
   assert got["forward"] == pytest.approx(dense + attn_useful)
   assert got["forward_executed"] == pytest.approx(dense + attn_executed)
   assert got["memory_forward"] == 0
+
+
+def test_short_segments_count_the_folded_read():
+  """Segments shorter than memory._fold_read's threshold read with the slot projections
+  folded into the tokens' side; the executed count follows the order the model runs."""
+  d, n, hm, s = 64, 16, 4, 8  # threshold 16 * 64 / (64 + 3 * 16) = 9.1 tokens
+  cfg = load_config(None, [f"model.width={d}", "model.num_layers=1",
+                           f"model.memory.num_slots={n}", f"model.memory.num_heads={hm}",
+                           f"model.segment_len={s}"]).model
+  with_memory = flops_per_token(cfg, s)["forward_executed"]
+  without = flops_per_token(dataclasses.replace(
+      cfg, memory=dataclasses.replace(cfg.memory, kind="none")), s)["forward_executed"]
+  write = 4 * d * d + 4 * n * d + 6 * n * d * d / s
+  read = 8 * d * d + 4 * hm * n * d
+  assert with_memory - without == pytest.approx(read + write)

@@ -13,7 +13,7 @@ import pytest
 
 from lm2_jax.config import load_config
 from lm2_jax.model import build_model, init_state
-from lm2_jax.model.memory import MemoryWrite
+from lm2_jax.model.memory import MemoryRead, MemoryWrite, _fold_read
 
 SEG = 8
 RETENTION = ["model.memory.update=convex", "model.memory.read_norm=true",
@@ -131,3 +131,25 @@ def test_chrono_gates_keep_a_memory_for_their_time_scales(update):
   tau = 1 / (1 - kept)
   assert tau.min() >= 2 - 1e-4 and tau.max() <= 512 * (1 + 1e-4)
   assert np.sum(tau < 8) >= 8 and np.sum(tau > 128) >= 8   # both ends of the range
+
+
+@pytest.mark.parametrize("over", [[], ["model.memory.read_norm=true",
+                                       "model.memory.slot_keys=true"]])
+def test_a_token_reads_the_same_alone_as_in_its_segment(over):
+  """Decoding reads with the slot projections folded into the token's side (fewer FLOPs
+  for a few tokens); a token must read what it reads within a whole segment."""
+  cfg = load_config(None, ["model.memory.num_slots=16", *over]).model
+  c, n, d = 16, cfg.memory.num_slots, cfg.width
+  assert _fold_read(1, n, d, cfg.memory.num_heads)
+  assert not _fold_read(c, n, d, cfg.memory.num_heads)
+  u = jax.random.normal(jax.random.key(0), (2, c, d))
+  memory = jax.random.normal(jax.random.key(1), (2, n, d))
+  read = MemoryRead(cfg, jnp.float32)
+  params = read.init(jax.random.key(2), u, memory)
+  # Random gates and projections (zero_init's value projection would read nothing).
+  params = jax.tree.map(lambda p: jax.random.normal(jax.random.key(3), p.shape) * 0.1, params)
+  whole = np.asarray(read.apply(params, u, memory))
+  alone = np.concatenate([np.asarray(read.apply(params, u[:, i:i + 1], memory))
+                          for i in range(c)], axis=1)
+  assert np.abs(whole).max() > 1e-2
+  np.testing.assert_allclose(alone, whole, rtol=1e-5, atol=1e-6)

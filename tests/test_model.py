@@ -107,6 +107,19 @@ def test_streaming_equals_one_shot(scope, recurrence):
   assert int(state.pos_B[0]) == t
 
 
+def test_one_shot_forward_in_segment_scope_keeps_no_cache():
+  """Training's forward attends within each whole segment: no key/value cache, no segment
+  buffer, so nothing is scattered (nor, in the backward, gathered) per layer."""
+  cfg, model = make("segment")
+  tokens = random_tokens(cfg, 2, SEG * 2 + 3)
+  variables = jax.eval_shape(lambda t: model.init(jax.random.key(0), t), tokens)
+  jaxpr = str(jax.make_jaxpr(lambda v: model.apply(v, tokens))(variables))
+  assert "scatter" not in jaxpr
+  prefill = str(jax.make_jaxpr(lambda v: model.apply(v, tokens, init_state(cfg, 2),
+                                                      method="prefill"))(variables))
+  assert "scatter" in prefill  # the streaming path does keep its caches
+
+
 @pytest.mark.parametrize("scope", ["segment", "full"])
 def test_ragged_prefill_leaves_each_row_as_if_alone_and_later_chunks_agree(scope):
   """A row that ends mid-segment idles through the longer rows' later segments; its state
@@ -258,18 +271,21 @@ def test_gradients_reach_every_memory_parameter_and_training_stays_finite():
 
 
 @functools.lru_cache(maxsize=None)
-def _values_and_grads(policy):
-  cfg, model = make("segment", **{"model.remat_policy": policy})
+def _values_and_grads(over=()):
+  cfg, model = make("segment", **dict(over))
   tokens = random_tokens(cfg, 2, SEG * 2)
   variables = init(make("segment")[1], 0, tokens)
   loss = lambda v: model.apply(v, tokens).sum()
   return jax.jit(jax.value_and_grad(loss))(variables)
 
 
-@pytest.mark.parametrize("policy", ["full", "save_qkv_mlp"])
-def test_remat_policies_compute_the_same_values_and_gradients(policy):
-  ref_value, ref_grads = _values_and_grads("none")
-  value, grads = _values_and_grads(policy)
+@pytest.mark.parametrize("over", [
+    (("model.remat_policy", "full"),), (("model.remat_policy", "save_qkv_mlp"),),
+    # The layer scan unrolled (no loop left) is the same computation.
+    (("model.scan_unroll", 2),)])
+def test_remat_and_unrolled_scan_compute_the_same_values_and_gradients(over):
+  ref_value, ref_grads = _values_and_grads()
+  value, grads = _values_and_grads(over)
   np.testing.assert_allclose(value, ref_value, rtol=1e-6)
   for a, b in zip(jax.tree.leaves(ref_grads), jax.tree.leaves(grads)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

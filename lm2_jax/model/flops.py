@@ -19,6 +19,8 @@ vocabulary V, memory slots N (with H_m memory heads of width D / H_m), A keys pe
   MLP             6*D*F                          SwiGLU: gate, up, down
   memory read     4*D*D + 4*N*D + 4*N*D*D/S      q projection and output gate; attention
                                                  over N slots; slot keys/values once per segment
+                  8*D*D + 4*H_m*N*D              the same, folded, for segments shorter than
+                                                 N*D / (D + (H_m - 1)*N) (memory._fold_read)
   memory write    4*D*D + 4*N*D + 6*N*D*D/S      token keys/values; slots attend to S tokens;
                                                  slot queries, input and forget gates once per
                                                  written segment (4*N*D*D/S with update=convex,
@@ -31,6 +33,7 @@ backward is two), plus the rematerialised part.
 from __future__ import annotations
 
 from lm2_jax.config import ModelConfig
+from lm2_jax.model.memory import _fold_read
 
 # What the backward recomputes under each remat policy (model/transformer.py), as parts of
 # the block forward: "full" recomputes every block; "save_dots" keeps the matmuls without
@@ -64,7 +67,8 @@ def _parts(cfg: ModelConfig, seq_len: int, executed: bool) -> dict[str, float]:
     else:
       pairs = t * (t + 1) // 2
   layers, mem_layers = cfg.num_layers, cfg.num_memory_layers
-  n = cfg.memory.num_slots
+  n, hm = cfg.memory.num_slots, cfg.memory.num_heads
+  folded = bool(mem_layers) and _fold_read(s, n, d, hm)
   gates = 2 if cfg.memory.update == "lstm" else 1
   parts = {
       "proj": layers * tokens * 2 * d * (h * k + 2 * g * k),
@@ -73,10 +77,13 @@ def _parts(cfg: ModelConfig, seq_len: int, executed: bool) -> dict[str, float]:
       "mlp": layers * tokens * 6 * d * f,
       "head": tokens * 2 * d * v,
       # The read: per token the q projection, the output gate and the attention over N
-      # slots; per segment the slots' keys and values.
-      "read_proj": mem_layers * (tokens * 2 * d * d + segments * 4 * n * d * d),
+      # slots; per segment the slots' keys and values. Segments too short for that
+      # (memory._fold_read) fold the slot projections into the tokens' side instead: per
+      # token two more D x D products and the attention in every head at width D.
+      "read_proj": mem_layers * (tokens * 6 * d * d if folded
+                                 else tokens * 2 * d * d + segments * 4 * n * d * d),
       "read_gate": mem_layers * tokens * 2 * d * d,
-      "read_core": mem_layers * tokens * 4 * n * d,
+      "read_core": mem_layers * tokens * 4 * n * d * (hm if folded else 1),
       # The write runs once per completed segment (a partial one is skipped): the tokens'
       # keys and values, the slots attending to S tokens, slot queries and the gates (input
       # and forget for update=lstm, the one write gate for convex).

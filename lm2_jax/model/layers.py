@@ -146,7 +146,8 @@ class SelfAttention(nn.Module):
 
   The chunk's first `count` keys and values (per row) are written into the cache at
   `cache_start` and every query attends to the cache slots the mask allows; the same code
-  serves a whole segment at once, a prompt chunk, or one decoded token.
+  serves a whole segment at once, a prompt chunk, or one decoded token. Without a cache
+  (None) the queries attend to the chunk's own keys and values.
   """
 
   cfg: ModelConfig
@@ -169,9 +170,15 @@ class SelfAttention(nn.Module):
     q = checkpoint_name(apply_rope(q, cos, sin), "qkv")
     kk = checkpoint_name(apply_rope(kk, cos, sin), "qkv")
     vv = checkpoint_name(vv, "qkv")
-    k_cache = update_rows(k_cache, kk, cache_start_B, count_B)
-    v_cache = update_rows(v_cache, vv, cache_start_B, count_B)
-    out = attend(q, k_cache, v_cache, mask_BxCxS)
+    if k_cache is None:
+      # No cache (a whole segment of a one-shot forward, attention_scope=segment): the
+      # chunk's own keys are all there is to attend to, so neither a scatter into a cache
+      # nor, in the backward, a gather out of it.
+      out = attend(q, kk, vv, mask_BxCxS)
+    else:
+      k_cache = update_rows(k_cache, kk, cache_start_B, count_B)
+      v_cache = update_rows(v_cache, vv, cache_start_B, count_B)
+      out = attend(q, k_cache, v_cache, mask_BxCxS)
     out = jnp.einsum("bchk,hkd->bcd", out, wo.astype(self.dtype))
     return out, k_cache, v_cache
 

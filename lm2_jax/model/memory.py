@@ -111,6 +111,36 @@ def _attend_with_sink(queries_BxNxD: Array, u_BxSxD: Array, wq, wk, wv, sink_H: 
   return out.reshape(b, n, -1), found_BxHxN.transpose(0, 2, 1)
 
 
+def _fold_read(c: int, n: int, d: int, h: int) -> bool:
+  """Whether a read of c tokens from n slots costs fewer FLOPs with the slot projections
+  folded into the tokens' side (`_read_folded`).
+
+  Per row, the usual order costs 4 N D^2 (slot keys and values) + 4 C N D (scores and
+  weighted values); the folded one 4 C D^2 + 4 C H N D. Folding wins for
+  C < N D / (D + (H - 1) N): decoding (C = 1) at 256 slots of width 640 in 10 heads reads
+  with 8.2 MFLOP instead of 420 MFLOP per token and layer.
+  """
+  return c * (d * d + (h - 1) * n * d) < n * d * d
+
+
+def _read_folded(queries_BxCxD: Array, keys_BxNxD: Array, values_BxNxD: Array, wq, wk, wv,
+                 dtype) -> Array:
+  """`_cross_attend` without a mask, its products reassociated for few queries.
+
+  Per head, scores q_h (M Wk_h)^T = (q_h Wk_h^T) M^T and weighted values P_h (M Wv_h) =
+  (P_h M) Wv_h: the slots are never projected, the queries and read-outs are (width D).
+  """
+  q = jnp.einsum("bcd,dhk->bchk", queries_BxCxD.astype(dtype), wq.astype(dtype))
+  q_in_keys = jnp.einsum("bchk,ehk->bche", q, wk.astype(dtype))
+  scores = jnp.einsum("bche,bne->bhcn", q_in_keys, keys_BxNxD.astype(dtype),
+                      preferred_element_type=jnp.float32) / np.sqrt(q.shape[-1])
+  probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
+  mixed = jnp.einsum("bhcn,bne->bche", probs, values_BxNxD.astype(dtype))
+  out = jnp.einsum("bche,ehk->bchk", mixed, wv.astype(dtype))
+  b, c, h, k = out.shape
+  return out.reshape(b, c, h * k)
+
+
 def _read_probs(queries_BxCxD: Array, keys_BxNxD: Array, wq, wk, dtype) -> Array:
   """The read's attention weights [B, H, C, N] (float32), as `_cross_attend` computes them."""
   q = jnp.einsum("bcd,dhk->bchk", queries_BxCxD.astype(dtype), wq.astype(dtype))
@@ -146,7 +176,11 @@ class MemoryRead(nn.Module):
     keys = values
     if cfg.memory.slot_keys:
       keys = values + _slot_embedding(self, "slot_keys", cfg, memory_BxNxD.shape[1])
-    read_BxCxD = _cross_attend(u_BxCxD, keys, values, wq, wk, wv, None, self.dtype)
+    c, n = u_BxCxD.shape[1], memory_BxNxD.shape[1]
+    if _fold_read(c, n, cfg.width, cfg.memory.num_heads):  # decoding: a few tokens per call
+      read_BxCxD = _read_folded(u_BxCxD, keys, values, wq, wk, wv, self.dtype)
+    else:
+      read_BxCxD = _cross_attend(u_BxCxD, keys, values, wq, wk, wv, None, self.dtype)
     if self.is_mutable_collection("intermediates"):
       # For the memory maps (paper Fig. 6): which slots each token reads, per head. Only
       # computed when a caller asks for intermediates, so ordinary calls pay nothing.

@@ -93,11 +93,14 @@ class RMTCore(Core):
                                                    (k_cache, v_cache, None, None), ctx)
     return self.final_norm(x), k_cache, v_cache
 
-  def __call__(self, state: RMTState, chunk, truncate_every: int = 0):
+  def __call__(self, state: RMTState, chunk, truncate_every: int = 0,
+               whole_segment: bool = False):
     """(state, (tokens_BxC, valid_BxC)) -> (state, logits_BxCxV float32).
 
     The chunk must not cross a segment boundary: pos % segment_len + C <= segment_len.
-    Only the first valid_BxC.sum(-1) tokens of a row count (right padding).
+    Only the first valid_BxC.sum(-1) tokens of a row count (right padding). Every pass
+    runs through the caches (the memory tokens sit in them), so `whole_segment`, Core's
+    shortcut for the one-shot forward, changes nothing here.
     """
     tokens_BxC, valid_BxC = chunk
     cfg = self.cfg

@@ -101,6 +101,10 @@ class DecoderBlock(nn.Module):
 
   carry: (x_BxCxD, P_BxNxD) where P is the memory written by the layer below for this
   segment (the write chain of the paper's Fig. 2); plain blocks carry P through untouched.
+  layer_state: (k_cache, v_cache, memory, u_seg). No caches (None): attention within the
+  chunk only. No u_seg (None): the chunk is a whole segment of a one-shot forward, so the
+  segment's inputs are the chunk's and the write runs without nn.cond (every segment but a
+  final partial one completes it, and `write_B` keeps the old memory for that one).
   """
 
   cfg: ModelConfig
@@ -120,7 +124,10 @@ class DecoderBlock(nn.Module):
     h = x + attn
     if self.has_memory:
       h = h + MemoryRead(cfg, dtype, name="memory_read")(u, memory)
-      u_seg = update_rows(u_seg, u, ctx.seg_start_B, ctx.count_B)
+      whole_segment = u_seg is None
+      seg_inputs = u if whole_segment else update_rows(u_seg, u, ctx.seg_start_B, ctx.count_B)
+      if not whole_segment:
+        u_seg = seg_inputs
       prev = chain if cfg.memory.write_recurrence == "chain" else memory
 
       def write(mdl, prev, u_seg, memory):
@@ -128,15 +135,16 @@ class DecoderBlock(nn.Module):
             prev, u_seg, ctx.seg_valid_BxS)
         return jnp.where(ctx.write_B[:, None, None], written, memory)
 
-      if self.is_initializing() or self.is_mutable_collection("intermediates"):
+      if (whole_segment or self.is_initializing()
+          or self.is_mutable_collection("intermediates")):
         # (Diagnostics sow from inside the write, which nn.cond's branches cannot do.)
-        memory = write(self, prev, u_seg, memory)
+        memory = write(self, prev, seg_inputs, memory)
       else:
         # Most decoding steps complete no row's segment: skip the write's cross-attention
         # over the whole segment (the dominant cost of a step) rather than compute and
         # discard it.
         memory = nn.cond(jnp.any(ctx.write_B), write, lambda mdl, p, u, m: m, self, prev,
-                         u_seg, memory)
+                         seg_inputs, memory)
       chain = memory
     out = h + MLP(cfg, dtype, name="mlp")(RMSNorm(cfg.norm_eps, dtype, name="mlp_norm")(h))
     return (out.astype(dtype), chain), (k_cache, v_cache, memory, u_seg)
@@ -158,6 +166,7 @@ def _stack(cfg: ModelConfig, has_memory: bool, length: int, name: str):
   scanned = nn.scan(block, variable_axes={"params": 0, "intermediates": 0},
                     split_rngs={"params": True},
                     in_axes=(0, nn.broadcast), length=length,
+                    unroll=min(cfg.scan_unroll, length),
                     metadata_params={nn.PARTITION_NAME: "layers"})
   return scanned(cfg, has_memory, name=name)
 
@@ -196,17 +205,23 @@ class Core(nn.Module):
     return jnp.broadcast_to(identity_memory(cfg.memory.num_slots, cfg.width),
                             (cfg.num_memory_layers, cfg.memory.num_slots, cfg.width))
 
-  def _context(self, state: DecodeState, valid_BxC: Array) -> _ChunkContext:
+  def _context(self, state: DecodeState, valid_BxC: Array, cached: bool) -> _ChunkContext:
     cfg = self.cfg
     c = valid_BxC.shape[1]
     seg = cfg.segment_len
     pos_B = state.pos_B
     seg_start_B = pos_B % seg
     cache_start_B = seg_start_B if cfg.attention_scope == "segment" else pos_B
-    # The cache index of each query is also its rotary position: in-segment for
-    # attention_scope=segment (every segment is computed exactly alike), absolute for full.
-    q_idx_BxC = cache_start_B[:, None] + jnp.arange(c, dtype=jnp.int32)
-    slots = state.k_cache_LxBxKxGxH.shape[2]
+    if cached:
+      # The cache index of each query is also its rotary position: in-segment for
+      # attention_scope=segment (every segment is computed exactly alike), absolute for full.
+      q_idx_BxC = cache_start_B[:, None] + jnp.arange(c, dtype=jnp.int32)
+      slots = state.k_cache_LxBxKxGxH.shape[2]
+    else:
+      # A whole segment attending within itself: positions and mask are the same for every
+      # row and every segment, constants of the program ([1, C] and [1, C, C]).
+      q_idx_BxC = jnp.arange(c, dtype=jnp.int32)[None]
+      slots = c
     mask = jnp.arange(slots, dtype=jnp.int32)[None, None, :] <= q_idx_BxC[:, :, None]
     cos, sin = rope_tables(q_idx_BxC, rope_inv_freq(cfg.resolved_head_dim, cfg.rope_theta,
                                                      cfg.rope_scaling))
@@ -218,13 +233,19 @@ class Core(nn.Module):
                          seg_start_B=seg_start_B, seg_valid_BxS=seg_valid,
                          write_B=filled_B == seg)
 
-  def __call__(self, state: DecodeState, chunk, truncate_every: int = 0):
+  def __call__(self, state: DecodeState, chunk, truncate_every: int = 0,
+               whole_segment: bool = False):
     """(state, (tokens_BxC, valid_BxC)) -> (state, logits_BxCxV float32).
 
     The chunk must not cross a segment boundary: pos % segment_len + (real tokens) <=
     segment_len, or that segment's memory write would never happen (`LM2.step` and
     `LM2.prefill` cut chunks to guarantee it). Only the first valid_BxC.sum(-1) tokens of a
     row count (right padding).
+
+    `whole_segment` (the one-shot forward, `LM2.__call__`): every row's chunk is one whole
+    segment, starting at a segment boundary (a final partial one right-padded). The state's
+    u_MxBxSxD is then neither read nor written, nor, with attention_scope=segment, are the
+    key/value caches (the segment attends within itself): its caller passes them empty.
     """
     tokens_BxC, valid_BxC = chunk
     cfg = self.cfg
@@ -232,7 +253,8 @@ class Core(nn.Module):
       raise ValueError(f"Core: a chunk of {tokens_BxC.shape[1]} tokens is longer than a "
                        f"segment (model.segment_len={cfg.segment_len}); LM2.step cuts it")
     dtype = dtype_of(cfg.compute_dtype)
-    ctx = self._context(state, valid_BxC)
+    cached = not (whole_segment and cfg.attention_scope == "segment")
+    ctx = self._context(state, valid_BxC, cached)
     m = cfg.num_memory_layers
     x = jnp.take(self.embedding, tokens_BxC, axis=0).astype(dtype)
     kc, vc = state.k_cache_LxBxKxGxH, state.v_cache_LxBxKxGxH
@@ -248,14 +270,18 @@ class Core(nn.Module):
         segment_B = state.pos_B // cfg.segment_len
         cut = (segment_B % truncate_every == 0) & (segment_B > 0)
         memory = jnp.where(cut[None, :, None, None], jax.lax.stop_gradient(memory), memory)
-      (x, _), (k_m, v_m, memory, u_seg) = self.memory_blocks(
-          (x, memory[m - 1]), (kc[:m], vc[:m], memory, u_seg), ctx)
+      layers = (kc[:m], vc[:m]) if cached else (None, None)
+      (x, _), (k_m, v_m, memory, u_out) = self.memory_blocks(
+          (x, memory[m - 1]), (*layers, memory, None if whole_segment else u_seg), ctx)
+      u_seg = u_seg if whole_segment else u_out
     if cfg.num_layers > m:
-      (x, _), (k_p, v_p, _, _) = self.blocks((x, None), (kc[m:], vc[m:], None, None), ctx)
-    if m and cfg.num_layers > m:
-      kc, vc = jnp.concatenate([k_m, k_p]), jnp.concatenate([v_m, v_p])
-    else:
-      kc, vc = (k_m, v_m) if m else (k_p, v_p)
+      layers = (kc[m:], vc[m:]) if cached else (None, None)
+      (x, _), (k_p, v_p, _, _) = self.blocks((x, None), (*layers, None, None), ctx)
+    if cached:  # (otherwise the empty caches pass through)
+      if m and cfg.num_layers > m:
+        kc, vc = jnp.concatenate([k_m, k_p]), jnp.concatenate([v_m, v_p])
+      else:
+        kc, vc = (k_m, v_m) if m else (k_p, v_p)
     x = self.final_norm(x)
     head = self.embedding.T if cfg.tie_embeddings else self.lm_head
     logits = jnp.einsum("bcd,dv->bcv", x, head.astype(dtype),
@@ -267,8 +293,8 @@ class Core(nn.Module):
 
 
 def _scan_segments(core: Core, state: DecodeState, tokens_SxBxC: Array, valid_SxBxC: Array,
-                   truncate_every: int):
-  body = nn.scan(lambda mdl, st, xs: mdl(st, xs, truncate_every),
+                   truncate_every: int, whole_segment: bool = False):
+  body = nn.scan(lambda mdl, st, xs: mdl(st, xs, truncate_every, whole_segment),
                  variable_broadcast="params", variable_axes={"intermediates": 0},
                  split_rngs={"params": False})
   return body(core, state, (tokens_SxBxC, valid_SxBxC))
@@ -284,16 +310,26 @@ class LM2(nn.Module):
 
   def __call__(self, tokens_BxT: Array, truncate_every: int = 0) -> Array:
     """One-shot forward over whole sequences (any T; the last segment may be partial)."""
+    cfg = self.cfg
     b, t = tokens_BxT.shape
-    seg = self.cfg.segment_len
+    seg = cfg.segment_len
     s = -(-t // seg)
-    state = init_state(self.cfg, b, s * seg)
+    state = init_state(cfg, b, s * seg)
+    # Whole segments (Core's whole_segment): the state carries neither the segment's inputs
+    # nor, in segment scope, the key/value caches; they stay empty. (The RMT's core keeps
+    # its own state and passes.)
+    whole = isinstance(state, DecodeState)
+    if whole:
+      state = state.replace(u_MxBxSxD=state.u_MxBxSxD[:, :, :0])
+    if whole and cfg.attention_scope == "segment":
+      state = state.replace(k_cache_LxBxKxGxH=state.k_cache_LxBxKxGxH[:, :, :0],
+                            v_cache_LxBxKxGxH=state.v_cache_LxBxKxGxH[:, :, :0])
     # A fresh state is at a segment boundary: the segments are the plain reshape.
     tokens = jnp.pad(tokens_BxT, ((0, 0), (0, s * seg - t)))
     valid = jnp.broadcast_to(jnp.arange(s * seg) < t, tokens.shape)
     to_segments = lambda a: a.reshape(b, s, seg).transpose(1, 0, 2)
     _, logits_SxBxCxV = _scan_segments(self.core, state, to_segments(tokens),
-                                       to_segments(valid), truncate_every)
+                                       to_segments(valid), truncate_every, whole_segment=whole)
     return logits_SxBxCxV.transpose(1, 0, 2, 3).reshape(b, s * seg, -1)[:, :t]
 
   def _maybe(self, state: DecodeState, tokens_BxC: Array, valid_BxC: Array,
