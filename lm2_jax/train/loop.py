@@ -26,17 +26,16 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from lm2_jax import checkpoint, sharding
 from lm2_jax.config import Config
-from lm2_jax.model.flops import flops_per_token
 from lm2_jax.summary import count_params, describe_memory
 from lm2_jax.train import distributed, preflight
 from lm2_jax.train.evaluation import Evaluator
 from lm2_jax.train.inputs import TrainInput, eval_batches
+from lm2_jax.train.hooks import Hooks
 from lm2_jax.train.metrics import EVAL_FILE, METRICS_FILE, TENSORBOARD_DIR, MetricsLogger, \
-    human_seconds, peak_flops_per_device
+    MetricsWindow, NonFiniteMetric, human_seconds, peak_flops_per_device
 from lm2_jax.train.optim import make_optimizer
 from lm2_jax.train.preemption import StopSignal
 from lm2_jax.train.state import TrainState, abstract_state, create_state, state_shardings, \
@@ -61,17 +60,6 @@ class RunResult:
   last_eval: dict[str, float] | None
   stopped_by: str | None = None      # the signal that stopped the run, if any
   seconds: float = 0.0               # wall time of this invocation
-
-
-class _Window:
-  """Steps since the last metrics fetch: their device metrics, lengths and timing."""
-
-  def __init__(self):
-    self.reset(time.perf_counter(), 0.0)
-
-  def reset(self, now: float, compile_seconds: float):
-    self.start, self.compile_at_start = now, compile_seconds
-    self.pending: list[tuple[int, int, Any]] = []   # (step, seq_len, device metrics)
 
 
 def _describe(cfg: Config, mesh, peak_note: str) -> list[str]:
@@ -196,11 +184,9 @@ def _run(cfg: Config, workdir: str, mesh, mngr, tokenizer, evaluates: bool, prim
   logger.print(f"training in {workdir}: {resumed}, step {step} of {t.steps}")
   for line in _describe(cfg, mesh, peak_note):
     logger.print("  " + line)
-  last_saved = step if restored is not None else None
-  result = RunResult(step=step, workdir=workdir, checkpoint=None, last_metrics=None,
-                     last_eval=None)
-  if restored is not None:
-    result.checkpoint = os.path.join(checkpoint.checkpoint_dir(workdir), str(step))
+  saved = step if restored is not None else None
+  result = RunResult(step=step, workdir=workdir, checkpoint=_checkpoint_path(workdir, saved),
+                     last_metrics=None, last_eval=None)
   if step >= t.steps:
     logger.print(f"nothing to do: the work directory is already at step {step} "
                  f"(train.steps={t.steps}; raise it to train further)")
@@ -208,7 +194,8 @@ def _run(cfg: Config, workdir: str, mesh, mngr, tokenizer, evaluates: bool, prim
     _farewell(logger, result, t.steps, finished=False)
     return result
 
-  # 3. Steps.
+  # 3. Steps; after each, the hooks that are due, once the metrics of every step before
+  # them are fetched (so that no checkpoint holds a step whose loss was not finite).
   train_step = train_step_cache(cfg, tx, mesh, shardings)
   train_step.on_compile = lambda args, s: logger.print(
       f"  compiled the train step for {args[1]['tokens'].shape[1] - 1} tokens in {s:.1f} s")
@@ -219,121 +206,110 @@ def _run(cfg: Config, workdir: str, mesh, mngr, tokenizer, evaluates: bool, prim
                                        shard_count=shard_count))
     evaluator.step.on_compile = lambda args, s: logger.print(
         f"  compiled the eval step for {args[1]['tokens'].shape[1] - 1} tokens in {s:.1f} s")
-  devices_total = mesh.size
-  window = _Window()
-  eta_rate: list[float] = []
-
-  def flush() -> dict[str, Any] | None:
-    """Fetch the pending steps' metrics, stop on a non-finite loss, log the last one."""
-    nonlocal tokens_seen
-    if not window.pending:
-      return None
-    fetched = jax.device_get([m for _, _, m in window.pending])
-    now = time.perf_counter()
-    for (s, _, _), m in zip(window.pending, fetched):
-      for key in ("loss", "grad_norm"):
-        if not np.isfinite(m[key]):
-          good = mngr.latest_step()
-          where = (f"the last good checkpoint is {checkpoint.checkpoint_dir(workdir)}/{good}"
-                   if good is not None else "no checkpoint was saved")
-          name = "loss" if key == "loss" else "gradient norm"
-          raise TrainingError(f"step {s}: the {name} is {m[key]}; training stopped, {where}")
-    elapsed = max(now - window.start - (train_step.compile_seconds - window.compile_at_start),
-                  1e-9)
-    tokens = sum(t.batch_size * seq for _, seq, _ in window.pending)
-    flops = sum(t.batch_size * seq * flops_per_token(cfg.model, seq)["train"]
-                for _, seq, _ in window.pending)
-    tokens_seen += tokens
-    n = len(window.pending)
-    last_step, last_seq, _ = window.pending[-1]
-    last = {k: float(v) for k, v in fetched[-1].items()}
-    record = {"step": last_step, "loss": last.pop("loss"), "lr": last.pop("lr"),
-              "grad_norm": last.pop("grad_norm"), "tokens_per_sec": tokens / elapsed,
-              "step_time": elapsed / n,
-              "mfu": flops / elapsed / (peak * devices_total) if peak else None,
-              **last, "seq_len": last_seq, "segments": last_seq // cfg.model.segment_len,
-              "tokens": tokens_seen, "time": time.time()}
-    eta_rate.append(elapsed / n)
-    recent = eta_rate[-5:]
-    logger.train(record, eta_seconds=(t.steps - last_step) * sum(recent) / len(recent))
-    window.reset(time.perf_counter(), train_step.compile_seconds)
-    result.last_metrics = record
-    return record
-
-  saved_ok = [last_saved]       # the newest step known to be on disk
-  in_flight: list[int] = []     # a step whose (asynchronous) save is not confirmed yet
-
-  def check_saves(block: bool = False) -> None:
-    """A save that failed in the background stops the run at the next step, in one line."""
-    if not in_flight or (not block and mngr.is_saving_in_progress()):
-      return
-    at = in_flight.pop()
-    try:
-      mngr.wait_until_finished()   # returns at once when done; raises the save's error
-    except Exception as e:  # pylint: disable=broad-except
-      raise TrainingError(checkpoint.save_failed(workdir, at, e, saved_ok[0])) from None
-    saved_ok[0] = at
-
-  def save(at: int) -> None:
-    nonlocal last_saved
-    if last_saved == at:
-      return
-    check_saves(block=True)   # Orbax waits for the previous save anyway
-    try:
-      checkpoint.save_train_state(mngr, at, state.params, state.opt_state, inputs,
-                                  {"tokens": tokens_seen, "time": time.time()})
-    except Exception as e:  # pylint: disable=broad-except
-      raise TrainingError(checkpoint.save_failed(workdir, at, e, saved_ok[0])) from None
-    in_flight.append(at)
-    last_saved = at
-    result.checkpoint = os.path.join(checkpoint.checkpoint_dir(workdir), str(at))
-
-  def evaluate(at: int) -> None:
-    if evaluator:
-      result.last_eval = evaluator(state.params)
+  window = MetricsWindow(cfg.model, t.batch_size, peak, mesh.size,
+                         lambda: train_step.compile_seconds, tokens_seen)
+  saves = _Saves(mngr, workdir, inputs, window, saved)
+  hooks = Hooks()
+  hooks.add("save", saves, every=t.checkpoint_every, on_stop=True)
+  if evaluator is not None:
+    def evaluate(at: int, trained: TrainState) -> None:
+      result.last_eval = evaluator(trained.params)
       logger.evaluation(at, result.last_eval)
+    hooks.add("evaluate", evaluate, every=t.eval_every)
 
-  batch_rows = t.batch_size
+  def log_window() -> None:
+    try:
+      record = window.close()
+    except NonFiniteMetric as e:
+      good = mngr.latest_step()
+      raise TrainingError(f"step {e.step}: the {e.key} is {e.value}; training stopped, "
+                          f"{_good_checkpoint(workdir, good)}") from None
+    if record is not None:
+      logger.train(record, eta_seconds=window.eta_seconds(record["step"], t.steps))
+      result.last_metrics = record
+
   try:
     with StopSignal() as stop:
       while step < t.steps:
         local = next(inputs)
-        seq = local["tokens"].shape[1] - 1
-        state, metrics = train_step(state, sharding.global_batch(mesh, local, batch_rows))
+        state, metrics = train_step(state, sharding.global_batch(mesh, local, t.batch_size))
         step += 1
-        check_saves()
-        window.pending.append((step, seq, metrics))
+        saves.poll()
+        window.add(step, local["tokens"].shape[1] - 1, metrics)
         stopping = stop.should_stop(step)
-        saving = step % t.checkpoint_every == 0 or step == t.steps or stopping
-        evaluating = evaluator is not None and (
-            (t.eval_every and step % t.eval_every == 0) or step == t.steps)
-        if step % t.log_every == 0 or saving or evaluating:
-          flush()
-        if saving:
-          save(step)
-        if evaluating:
-          evaluate(step)
-        if saving or evaluating:
-          window.reset(time.perf_counter(), train_step.compile_seconds)
+        due = hooks.due(step, end=step == t.steps, stopping=stopping)
+        if step % t.log_every == 0 or due:
+          log_window()
+        for hook in due:
+          hook(step, state)
+        if due:
+          window.restart()   # saving and evaluation are not training time
         if stopping:
           result.stopped_by = stop.name
           break
-    check_saves(block=True)
+    saves.poll(block=True)
   except OSError as e:   # the logs (metrics.jsonl, TensorBoard) on a full or failing disk
-    good = (f"the last good checkpoint is {checkpoint.checkpoint_dir(workdir)}/{saved_ok[0]}"
-            if saved_ok[0] is not None else "no checkpoint was saved")
     raise TrainingError(f"step {step}: writing to {workdir} failed ({e.strerror or e}; "
                         f"{checkpoint.free_space(workdir) / 2**20:,.1f} MB free there); "
-                        f"training stopped, {good}") from None
+                        f"training stopped, {_good_checkpoint(workdir, saves.confirmed)}"
+                        ) from None
   finally:
     try:
       logger.close()
     except OSError:
       pass  # a full disk: the error above says so
   result.step = step
+  result.checkpoint = _checkpoint_path(workdir, saves.last)
   result.seconds = time.perf_counter() - started
   _farewell(logger, result, t.steps)
   return result
+
+
+def _checkpoint_path(workdir: str, step: int | None) -> str | None:
+  return None if step is None else os.path.join(checkpoint.checkpoint_dir(workdir), str(step))
+
+
+def _good_checkpoint(workdir: str, step: int | None) -> str:
+  return (f"the last good checkpoint is {_checkpoint_path(workdir, step)}"
+          if step is not None else "no checkpoint was saved")
+
+
+class _Saves:
+  """The save hook: hands a step's state to Orbax, which may write it in the background.
+
+  A save is confirmed before the next one starts (Orbax would wait anyway) and polled after
+  every step, so a save that failed in the background stops the run at the next step in
+  one line naming the newest checkpoint known to be on disk.
+  """
+
+  def __init__(self, mngr, workdir: str, inputs: TrainInput, window: MetricsWindow,
+               saved: int | None):
+    self.mngr, self.workdir, self.inputs, self.window = mngr, workdir, inputs, window
+    self.last = saved          # the newest step handed to Orbax
+    self.confirmed = saved     # the newest step known to be on disk
+    self._in_flight: int | None = None
+
+  def poll(self, block: bool = False) -> None:
+    if self._in_flight is None or (not block and self.mngr.is_saving_in_progress()):
+      return
+    at, self._in_flight = self._in_flight, None
+    try:
+      self.mngr.wait_until_finished()   # returns at once when done; raises the save's error
+    except Exception as e:  # pylint: disable=broad-except
+      raise TrainingError(checkpoint.save_failed(self.workdir, at, e, self.confirmed)) from None
+    self.confirmed = at
+
+  def __call__(self, step: int, state: TrainState) -> None:
+    if self.last == step:
+      return
+    self.poll(block=True)
+    try:
+      checkpoint.save_train_state(self.mngr, step, state.params, state.opt_state, self.inputs,
+                                  {"tokens": self.window.tokens, "time": time.time()})
+    except Exception as e:  # pylint: disable=broad-except
+      raise TrainingError(checkpoint.save_failed(self.workdir, step, e, self.confirmed)) from None
+    self._in_flight = step
+    self.last = step
 
 
 def _farewell(logger: MetricsLogger, result: RunResult, total: int,

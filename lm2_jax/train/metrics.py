@@ -22,11 +22,13 @@ import math
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from lm2_jax.model.flops import flops_per_token
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,78 @@ def peak_flops_per_device(configured: float) -> tuple[float | None, str]:
         f"measured float32 matmul, {host / 1e9:.0f} GFLOP/s for the host's "
         f"{jax.local_device_count()} CPU device(s)")
   return None, f"unknown device {device.device_kind!r}; set train.peak_flops for the MFU"
+
+
+class NonFiniteMetric(ArithmeticError):
+  """A step's loss or gradient norm is not finite: training cannot go on."""
+
+  def __init__(self, step: int, key: str, value: float):
+    super().__init__(f"step {step}: {key} is {value}")
+    self.step, self.key, self.value = step, key, value
+
+
+class MetricsWindow:
+  """The steps since the last fetch from the devices, closed into one metrics record.
+
+  Steps run asynchronously and fetching their metrics waits for them, so the loop fetches
+  only every log_every steps (and before a checkpoint, so that none holds a non-finite
+  step). The window's wall time leaves out compilation (`compile_seconds()` is the
+  running total) and whatever ran between windows (saving, evaluation): tokens/s and the
+  MFU measure the steps alone.
+  """
+
+  def __init__(self, model_cfg, batch_size: int, peak_per_device: float | None,
+               devices: int, compile_seconds: Callable[[], float], tokens: int = 0):
+    self.model_cfg, self.batch_size = model_cfg, batch_size
+    self.peak, self.devices = peak_per_device, devices
+    self.compile_seconds = compile_seconds
+    self.tokens = tokens                       # every token trained on, resumed runs included
+    self._step_times: list[float] = []         # seconds per step of each window, for the ETA
+    self.restart()
+
+  def restart(self) -> None:
+    """Start timing the next window now."""
+    self._start, self._compile_at_start = time.perf_counter(), self.compile_seconds()
+    self._pending: list[tuple[int, int, Any]] = []   # (step, seq_len, device metrics)
+
+  def add(self, step: int, seq_len: int, metrics: dict[str, Any]) -> None:
+    self._pending.append((step, seq_len, metrics))
+
+  def close(self) -> dict[str, Any] | None:
+    """The record of the window's last step (None if it is empty); starts the next window.
+
+    Raises NonFiniteMetric naming the first step whose loss or gradient norm is not finite.
+    """
+    if not self._pending:
+      return None
+    fetched = jax.device_get([m for _, _, m in self._pending])
+    now = time.perf_counter()
+    for (s, _, _), m in zip(self._pending, fetched):
+      for key, name in (("loss", "loss"), ("grad_norm", "gradient norm")):
+        if not np.isfinite(m[key]):
+          raise NonFiniteMetric(s, name, m[key])
+    elapsed = max(now - self._start - (self.compile_seconds() - self._compile_at_start), 1e-9)
+    tokens = sum(self.batch_size * seq for _, seq, _ in self._pending)
+    flops = sum(self.batch_size * seq * flops_per_token(self.model_cfg, seq)["train"]
+                for _, seq, _ in self._pending)
+    self.tokens += tokens
+    n = len(self._pending)
+    last_step, last_seq, _ = self._pending[-1]
+    last = {k: float(v) for k, v in fetched[-1].items()}
+    record = {"step": last_step, "loss": last.pop("loss"), "lr": last.pop("lr"),
+              "grad_norm": last.pop("grad_norm"), "tokens_per_sec": tokens / elapsed,
+              "step_time": elapsed / n,
+              "mfu": flops / elapsed / (self.peak * self.devices) if self.peak else None,
+              **last, "seq_len": last_seq, "segments": last_seq // self.model_cfg.segment_len,
+              "tokens": self.tokens, "time": time.time()}
+    self._step_times.append(elapsed / n)
+    self.restart()
+    return record
+
+  def eta_seconds(self, step: int, total_steps: int) -> float:
+    """Time to `total_steps` at the mean step time of the last five windows."""
+    recent = self._step_times[-5:]
+    return (total_steps - step) * sum(recent) / len(recent) if recent else math.inf
 
 
 def human_seconds(s: float) -> str:
