@@ -42,6 +42,7 @@ import yaml
 
 from lm2_jax.config import Config, ConfigError, dump_config, load_config, to_dict
 from lm2_jax.model import abstract_variables
+from lm2_jax.sharding import with_shardings
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +82,7 @@ def make_manager(workdir: str, max_to_keep: int | None = 3, keep_period: int | N
 def abstract_params(cfg: Config, shardings: Any = None):
   """ShapeDtypeStructs of the parameters (with target shardings, when given)."""
   params = nn.unbox(abstract_variables(cfg.model)["params"])
-  if shardings is None:
-    return params
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      params, shardings)
+  return params if shardings is None else with_shardings(params, shardings)
 
 
 def resolve(path: str) -> tuple[str, int | None]:

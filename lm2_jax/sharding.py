@@ -6,7 +6,8 @@ optimizer state sharded) and `tensor` (tensor/model parallel). Changing the para
 of the whole model means changing this table, not the model.
 
 Below the table: the mesh built from the config (`make_mesh`, one -1 axis inferred), the
-parameters' NamedShardings derived from their logical names (`logical_shardings`), and the
+parameters' NamedShardings derived from their logical names (`logical_shardings`,
+`param_shardings`), and the
 batch's (`batch_sharding`, `global_batch` for multi-host input).
 """
 
@@ -21,7 +22,8 @@ import numpy as np
 from flax.core import meta
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from lm2_jax.config import ConfigError, MeshConfig
+from lm2_jax.config import ConfigError, MeshConfig, ModelConfig
+from lm2_jax.model import abstract_variables
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -127,6 +129,17 @@ def logical_shardings(boxed_tree: Any, mesh: Mesh) -> Any:
     return NamedSharding(mesh, PartitionSpec())
 
   return jax.tree.map(one, boxed_tree, is_leaf=lambda x: isinstance(x, meta.Partitioned))
+
+
+def param_shardings(cfg: ModelConfig, mesh: Mesh) -> Any:
+  """NamedShardings of the model's (unboxed) parameters on `mesh`, by the table above."""
+  return logical_shardings(abstract_variables(cfg)["params"], mesh)
+
+
+def with_shardings(abstract: Any, shardings: Any) -> Any:
+  """Abstract arrays carrying their target shardings (what Orbax restores onto)."""
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      abstract, shardings)
 
 
 def batch_spec() -> PartitionSpec:

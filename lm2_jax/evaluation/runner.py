@@ -148,7 +148,7 @@ def load_models(args) -> list[Model]:
       cfg = ckpt.load_workdir_config(workdir, args.overrides)
     tokenizer = _tokenizer(args.tokenizer, workdir, cfg)
     mesh = _mesh(cfg, args.overrides)
-    shardings = None if mesh is None else Engine.param_shardings(cfg.model, mesh)
+    shardings = None if mesh is None else sharding.param_shardings(cfg.model, mesh)
     cfg, params, step = ckpt.load_params(path, cfg, shardings)  # straight onto the shards
     name = args.name[i] if args.name else os.path.basename(workdir) + (
         f"@{step}" if os.path.abspath(path) != workdir else "")

@@ -45,7 +45,7 @@ from jax.sharding import Mesh, NamedSharding
 from lm2_jax import sharding
 from lm2_jax.config import ModelConfig
 from lm2_jax.inference.sampling import SamplingParams, row_keys, sample_logits
-from lm2_jax.model import abstract_variables, build_model, init_state
+from lm2_jax.model import build_model, init_state
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ class Engine:
 
   With a `mesh`, parameters are placed on it by the sharding table (a no-op for parameters
   restored onto those shardings: `checkpoint.load_params(..., shardings=...)` with
-  `Engine.param_shardings(cfg, mesh)`), and so are the states and the batches; the answers
+  `sharding.param_shardings(cfg, mesh)`), and so are the states and the batches; the answers
   are the one-device answers. The memory limit is then that of all the mesh's devices.
   """
 
@@ -271,7 +271,7 @@ class Engine:
     self.model = build_model(cfg)
     self.mesh = mesh
     if mesh is not None:
-      params = jax.device_put(params, self.param_shardings(cfg, mesh))
+      params = jax.device_put(params, sharding.param_shardings(cfg, mesh))
     self.variables = {"params": params}
     self.tokenizer = tokenizer
     self.batch_size = batch_size
@@ -291,11 +291,6 @@ class Engine:
     self.chunk_len = chunk_len
     self._plans: set = set()
     self._fns = _compiled(cfg, mesh)
-
-  @staticmethod
-  def param_shardings(cfg: ModelConfig, mesh: Mesh) -> Any:
-    """The parameters' NamedShardings on `mesh` (the sharding table, as in training)."""
-    return sharding.logical_shardings(abstract_variables(cfg)["params"], mesh)
 
   def _rows(self, x: np.ndarray) -> jax.Array:
     """A host array whose first axis is the batch, on the device(s): rows over the mesh."""
