@@ -8,8 +8,8 @@ fact before it (``Story.sample``).
 
 Every question is asked only when its answer follows from the facts written so far. The
 simulator knows the true world state (it answers from it) and, separately, what the text has
-revealed (it asks only what the text determines); ``babi_solver`` checks the two agree by
-re-deriving every answer from the text alone.
+revealed (it asks only what the text determines); the tests' independent solver
+(tests/data/babi_solver.py) checks the two agree by re-deriving every answer from the text.
 
 Choices the published data leaves open are fixed here and documented in docs/data.md:
 qa8 lists objects in the order the actor came to hold them; qa3 is asked only when the object
