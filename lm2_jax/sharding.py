@@ -151,11 +151,15 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, batch_spec())
 
 
+def batch_row_axes() -> tuple[str, ...]:
+  """The mesh axes a batch's rows are split over."""
+  axes = batch_spec()[0]
+  return () if axes is None else (axes if isinstance(axes, tuple) else (axes,))
+
+
 def data_parallel_size(mesh: Mesh) -> int:
   """How many ways a batch is split: the product of the mesh axes its rows are sharded on."""
-  axes = batch_spec()[0]
-  axes = () if axes is None else (axes if isinstance(axes, tuple) else (axes,))
-  return math.prod(mesh.shape[a] for a in axes)
+  return math.prod(mesh.shape[a] for a in batch_row_axes())
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

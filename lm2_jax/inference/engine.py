@@ -43,6 +43,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
 from lm2_jax import sharding
+from lm2_jax.cli import human
 from lm2_jax.config import ModelConfig
 from lm2_jax.inference.sampling import SamplingParams, row_keys, sample_logits
 from lm2_jax.model import build_model, init_state
@@ -55,6 +56,7 @@ Prompt = str | Sequence[int]
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 _ROWS = "activation_batch"  # the logical name of a batch's rows in the sharding table
 _LOGITS_BUDGET = 1 << 27  # bytes of float32 logits one prefill chunk may produce
+_bytes = functools.partial(human, binary=True)
 
 
 class InferenceError(ValueError):
@@ -95,21 +97,13 @@ class MemoryEstimate:
   def describe(self) -> str:
     if self.cache_len is None:
       where = (f"attention_scope=segment: constant in the input length, about "
-               f"{_human(self.total)} for a batch of {self.batch_size}")
+               f"{_bytes(self.total)} for a batch of {self.batch_size}")
     else:
       where = (f"attention_scope=full: the key/value cache for {self.batch_size} x "
-               f"{self.cache_len} tokens needs {_human(self.cache)}, about "
-               f"{_human(self.total)} in all")
-    return (f"{where} (parameters {_human(self.params)}, memory bank "
-            f"{_human(self.memory_state)}, activations {_human(self.activations)})")
-
-
-def _human(n: float) -> str:
-  for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-    if abs(n) < 1024 or unit == "TiB":
-      return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-    n /= 1024
-  return f"{n:.1f} TiB"
+               f"{self.cache_len} tokens needs {_bytes(self.cache)}, about "
+               f"{_bytes(self.total)} in all")
+    return (f"{where} (parameters {_bytes(self.params)}, memory bank "
+            f"{_bytes(self.memory_state)}, activations {_bytes(self.activations)})")
 
 
 def estimate_memory(cfg: ModelConfig, num_params: int, batch_size: int,
@@ -349,7 +343,7 @@ class Engine:
       self._plans.add(key)
       self.report(est.describe())
     if self.memory_limit is not None and est.total > self.memory_limit:
-      raise InferenceError(f"{est.describe()}; the device holds {_human(self.memory_limit)}: "
+      raise InferenceError(f"{est.describe()}; the device holds {_bytes(self.memory_limit)}: "
                            "use attention_scope=segment, a smaller batch or shorter inputs")
     return est
 
