@@ -18,9 +18,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import train  # noqa: E402  pylint: disable=wrong-import-position
+from eval import main as eval_main  # noqa: E402
 from lm2_jax.convert.__main__ import main as convert_main  # noqa: E402
 from lm2_jax.data.babilong import main as babilong_main  # noqa: E402
-from lm2_jax.evaluation.runner import main as eval_main  # noqa: E402
 
 ENTRY = {"train": train.main, "eval": eval_main, "convert": convert_main,
          "babilong": babilong_main}

@@ -3,6 +3,8 @@ the one-device answers, the parameters and the decode state are split as the sha
 says, and checkpoints are restored straight onto their shards."""
 
 import json
+import os
+import sys
 
 import jax
 import numpy as np
@@ -12,10 +14,12 @@ from jax.sharding import PartitionSpec
 from lm2_jax import checkpoint, sharding
 from lm2_jax.config import MeshConfig, load_config
 from lm2_jax.data.tokenizers import ByteTokenizer
-from lm2_jax.evaluation.runner import main
 from lm2_jax.inference import Engine, SamplingParams
 
 from test_inference import SEG, prompt_ids, tiny
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from eval import main  # noqa: E402  (the script: it parses the command line)
 
 MESH = {"data": 2, "fsdp": 2, "tensor": 2}
 

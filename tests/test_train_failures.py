@@ -106,7 +106,7 @@ def test_a_second_run_on_a_busy_work_directory_is_refused(tmp_path, capsys):
 
 
 def test_a_second_evaluation_on_one_output_is_refused(tmp_path, capsys):
-  from lm2_jax.evaluation.runner import main  # pylint: disable=g-import-not-at-top
+  from eval import main  # pylint: disable=g-import-not-at-top
   cfg = load_config(None, SMALL)
   params = jax.tree.map(jnp.zeros_like, checkpoint.abstract_params(cfg))
   checkpoint.save_params(str(tmp_path / "m"), cfg, params, step=1)
