@@ -1,8 +1,7 @@
 """Hugging Face Llama <-> our model: config.json fields and the tensor-name table.
 
-Pure mapping, no files: which HF tensor fills which parameter (and how its layout turns),
-and how config.json and our Config translate. HF weights are torch `Linear` weights,
-[out, in]; ours are [in..., out...]:
+No files here: which HF tensor fills which parameter, and how config.json and our Config
+translate. HF weights are torch `Linear` weights, [out, in]; ours are [in..., out...]:
 
     model.embed_tokens.weight            [V, D]       core/embedding            [V, D]
     model.layers.i.self_attn.q_proj      [H*K, D]     attn/q                    [D, H, K]

@@ -1,29 +1,18 @@
 """Generation and scoring on the model's streaming interface (`prefill`, `step`, DecodeState).
 
-A batch of prompts of different lengths is consumed in two phases, so that every row stays
-where the model wants it (at a segment boundary) whenever a call covers several segments:
+Prompts of different lengths run in two phases, so that every row is at a segment boundary
+whenever a call covers several segments: first the whole segments of every prompt, in chunks
+of `chunk_len` tokens through `prefill` (a row that has run out idles with length 0), then
+every row's last, partial segment in one call. Each row then holds its own position and the
+memory of its completed segments, exactly as in training; decoding feeds one token per row
+through `step`, which writes the memory when a row completes a segment.
 
-  1. the whole segments of every prompt, in chunks of `chunk_len` tokens (a multiple of the
-     segment length) through `prefill`; a row whose whole segments are consumed idles at its
-     boundary while longer rows go on (its length in later chunks is 0);
-  2. the tail (the last, partial segment) of every row in one `prefill` call of one segment.
-
-Each row then holds its own position (`DecodeState.pos_B`) and the memory written at each of
-its completed segments, exactly as in training. Decoding feeds one token per row through
-`step`, which writes the memory when a row completes a segment. With attention_scope=segment
-the state has a fixed size, so the cost per token and the device memory stay flat however long
-the input is; with attention_scope=full the key/value cache holds the whole sequence, and the
-engine reports what it needs (and refuses what cannot fit) before it starts.
-
-Given a `mesh` (lm2_jax/sharding.py), the parameters and the state live on it as the sharding
-table places them: parameters as in training, the state's rows over the data-parallel axes
-and its key/value heads over `tensor`; every jitted function is traced under the mesh and its
-logical rules and pins the shardings of what it returns, so one compilation serves each shape.
-
-Every jitted function sees fixed shapes: the batch is padded to a power of two up to
-`batch_size`, chunks are `chunk_len` (or one segment) long and, for full attention, the cache
-length is rounded up to a power-of-two number of segments. So one compilation serves a whole
-bucket of prompts, whatever their lengths.
+With attention_scope=segment the state has a fixed size, so cost per token and device memory
+stay flat however long the input; with full attention the cache holds the whole sequence,
+and the engine refuses what cannot fit before it starts. Given a `mesh`, parameters and
+state are placed by the sharding table (rows over the data-parallel axes, key/value heads
+over `tensor`). Fixed shapes (batch padded to a power of two, chunks of `chunk_len`, cache
+lengths a power-of-two number of segments) let one compilation serve a bucket of prompts.
 """
 
 from __future__ import annotations
