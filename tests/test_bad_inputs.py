@@ -86,8 +86,8 @@ CASES = {
                                      r"garbage\.jsonl, line 1: not UTF-8 text"),
     "eval-memory-above-the-host": ("eval", "--checkpoint {ckpt} --task babilong --lengths 1M "
                                    "--num-samples 100000 --output {d}/o/b.json",
-                                   r"--lengths 1M x --num-samples 100000: about [\d.]+ GiB "
-                                   r"needed, [\d.]+ GiB available on this host"),
+                                   r"--lengths 1M x --num-samples 100000: about [\d.]+ [KMGT]iB "
+                                   r"needed, [\d.]+ [KMGT]iB available on this host"),
     "eval-output-not-json": ("eval", "--checkpoint {nowhere} --task babilong --output {d}/o/r",
                              r"expected a \.json path"),
     "eval-missing-option": ("eval", "--task babilong", r"required: --checkpoint, --output"),

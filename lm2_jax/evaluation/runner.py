@@ -23,6 +23,7 @@ import numpy as np
 
 from lm2_jax import checkpoint as ckpt
 from lm2_jax import sharding
+from lm2_jax.cli import human
 from lm2_jax.config import Config, ConfigError, load_config
 from lm2_jax.data import babilong as data_babilong
 from lm2_jax.data.errors import DataError
@@ -227,8 +228,8 @@ def _check_memory(models: list[Model], lengths: list[str], num: int, ecfg: EvalC
   if need > available:
     raise EvaluationError(
         f"--lengths {data_babilong.length_name(longest)} x --num-samples {num}: about "
-        f"{need / 2**30:.1f} GiB needed, {available / 2**30:.1f} GiB available on this host; "
-        "lower them, or pass --allow-long to try anyway")
+        f"{human(need, binary=True)} needed, {human(available, binary=True)} available on "
+        "this host; lower them, or pass --allow-long to try anyway")
 
 
 # --- tasks: each checks its inputs and returns a plan; the runner does the rest -----------------
