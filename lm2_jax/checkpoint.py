@@ -12,15 +12,10 @@
                                      way at start-up (kept, never deleted)
     WORKDIR/tokenizer.json           optional: the tokenizer the run uses
 
-Training (`lm2_jax.train`), evaluation and the Hugging Face converter all go through the
-functions here, so a checkpoint written by any of them is read by the others.
-
-Orbax writes a step into `<step>.orbax-checkpoint-tmp` and renames it when every item is
-complete, so a run killed while saving leaves no half-written `<step>/`; a finished step
-that cannot be read back (a damaged disk, a file deleted by hand) is detected when it is
-restored and skipped for the one before it. Damage that still decodes (flipped bits in a
-chunk) is caught by the checksums the metadata holds for every array, computed on the
-devices at save time and compared after the restore.
+Training, evaluation and the Hugging Face converter all go through here, so each reads what
+the others write. A step appears only once complete (Orbax renames its temporary folder); one
+that cannot be read back is skipped for the one before it, and damage that still decodes is
+caught by the per-array checksums in the step's metadata.
 """
 
 from __future__ import annotations
@@ -42,6 +37,7 @@ import yaml
 
 from lm2_jax.config import Config, ConfigError, dump_config, load_config, to_dict
 from lm2_jax.model import abstract_variables
+from lm2_jax.sharding import with_shardings
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +77,7 @@ def make_manager(workdir: str, max_to_keep: int | None = 3, keep_period: int | N
 def abstract_params(cfg: Config, shardings: Any = None):
   """ShapeDtypeStructs of the parameters (with target shardings, when given)."""
   params = nn.unbox(abstract_variables(cfg.model)["params"])
-  if shardings is None:
-    return params
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      params, shardings)
+  return params if shardings is None else with_shardings(params, shardings)
 
 
 def resolve(path: str) -> tuple[str, int | None]:

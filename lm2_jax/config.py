@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -386,13 +387,28 @@ def _validate_mesh(mesh: MeshConfig, t: TrainConfig, need):
   need(len(inferred) <= 1, f"mesh.{inferred[-1] if inferred else 'data'}",
        f"only one axis may be -1 (inferred), got {', '.join('mesh.' + k for k in inferred)}")
   if not inferred:
-    dp = sizes["data"] * sizes["fsdp"]
-    micro = t.batch_size // t.microbatches
-    need(micro % dp == 0, "train.batch_size",
-         f"{t.batch_size} (in {t.microbatches} micro-batches of {micro}) is not divisible by "
-         f"the data-parallel size {dp} (mesh.data={sizes['data']} x mesh.fsdp={sizes['fsdp']})")
+    check_batch_split(t, {"data": sizes["data"], "fsdp": sizes["fsdp"]})
   need(mesh.num_processes >= 0, "mesh.num_processes",
        f"must be >= 0 (0: from the environment), got {mesh.num_processes}")
+
+
+def check_batch_split(t: TrainConfig, row_axes: dict[str, int],
+                      evaluates: bool = False) -> None:
+  """Every micro-batch (and evaluation batch) splits evenly over the mesh axes of its rows.
+
+  `row_axes`: those axes and their sizes (data and fsdp, lm2_jax/sharding.py). Called by
+  validation when the config fixes the mesh, and by the preflight once the devices have
+  fixed an inferred (-1) axis. Raises ConfigError naming the key.
+  """
+  dp = math.prod(row_axes.values())
+  axes = " x ".join(f"mesh.{a}={n}" for a, n in row_axes.items())
+  micro = t.batch_size // t.microbatches
+  if micro % dp:
+    raise ConfigError(f"train.batch_size: {t.batch_size} (in {t.microbatches} micro-batches "
+                      f"of {micro}) is not divisible by the data-parallel size {dp} ({axes})")
+  if evaluates and t.eval_batch_size % dp:
+    raise ConfigError(f"train.eval_batch_size: {t.eval_batch_size} is not divisible by the "
+                      f"data-parallel size {dp} ({axes})")
 
 
 def _validate_data(d: DataConfig, need):

@@ -6,7 +6,8 @@ optimizer state sharded) and `tensor` (tensor/model parallel). Changing the para
 of the whole model means changing this table, not the model.
 
 Below the table: the mesh built from the config (`make_mesh`, one -1 axis inferred), the
-parameters' NamedShardings derived from their logical names (`logical_shardings`), and the
+parameters' NamedShardings derived from their logical names (`logical_shardings`,
+`param_shardings`), and the
 batch's (`batch_sharding`, `global_batch` for multi-host input).
 """
 
@@ -21,7 +22,8 @@ import numpy as np
 from flax.core import meta
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from lm2_jax.config import ConfigError, MeshConfig
+from lm2_jax.config import ConfigError, MeshConfig, ModelConfig
+from lm2_jax.model import abstract_variables
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -129,6 +131,17 @@ def logical_shardings(boxed_tree: Any, mesh: Mesh) -> Any:
   return jax.tree.map(one, boxed_tree, is_leaf=lambda x: isinstance(x, meta.Partitioned))
 
 
+def param_shardings(cfg: ModelConfig, mesh: Mesh) -> Any:
+  """NamedShardings of the model's (unboxed) parameters on `mesh`, by the table above."""
+  return logical_shardings(abstract_variables(cfg)["params"], mesh)
+
+
+def with_shardings(abstract: Any, shardings: Any) -> Any:
+  """Abstract arrays carrying their target shardings (what Orbax restores onto)."""
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      abstract, shardings)
+
+
 def batch_spec() -> PartitionSpec:
   """PartitionSpec of a [batch, length] array of tokens."""
   return nn.logical_to_mesh_axes(BATCH_AXES, LOGICAL_RULES)
@@ -138,11 +151,15 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, batch_spec())
 
 
+def batch_row_axes() -> tuple[str, ...]:
+  """The mesh axes a batch's rows are split over."""
+  axes = batch_spec()[0]
+  return () if axes is None else (axes if isinstance(axes, tuple) else (axes,))
+
+
 def data_parallel_size(mesh: Mesh) -> int:
   """How many ways a batch is split: the product of the mesh axes its rows are sharded on."""
-  axes = batch_spec()[0]
-  axes = () if axes is None else (axes if isinstance(axes, tuple) else (axes,))
-  return math.prod(mesh.shape[a] for a in axes)
+  return math.prod(mesh.shape[a] for a in batch_row_axes())
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

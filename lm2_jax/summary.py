@@ -15,6 +15,7 @@ import sys
 
 import jax
 
+from lm2_jax.cli import human
 from lm2_jax.config import Config, ConfigError, ModelConfig, load_config, replace, validate
 from lm2_jax.model import abstract_variables, is_memory_param
 from lm2_jax.model.flops import flops_per_token
@@ -63,23 +64,16 @@ def summarize(cfg: Config) -> dict:
           "forward_flops_per_token": flops["forward"], "seq_len": cfg.train.seq_len}
 
 
-def _human(x: float) -> str:
-  for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
-    if abs(x) >= scale:
-      return f"{x / scale:.3f}{unit}"
-  return f"{x:.0f}"
-
-
 def format_table(cfg: Config, s: dict) -> str:
   m = cfg.model
   rows = [
-      ("parameters, total", f"{s['total_params']:,}", _human(s["total_params"])),
-      ("parameters, memory", f"{s['memory_params']:,}", _human(s["memory_params"])),
+      ("parameters, total", f"{s['total_params']:,}", human(s["total_params"], 3)),
+      ("parameters, memory", f"{s['memory_params']:,}", human(s["memory_params"], 3)),
       ("parameters, base", f"{s['total_params'] - s['memory_params']:,}",
-       _human(s["total_params"] - s["memory_params"])),
-      ("FLOPs/token, train", f"{s['flops_per_token']:,.0f}", _human(s["flops_per_token"])),
+       human(s["total_params"] - s["memory_params"], 3)),
+      ("FLOPs/token, train", f"{s['flops_per_token']:,.0f}", human(s["flops_per_token"], 3)),
       ("FLOPs/token, forward", f"{s['forward_flops_per_token']:,.0f}",
-       _human(s["forward_flops_per_token"])),
+       human(s["forward_flops_per_token"], 3)),
   ]
   name = {"lm2": "LM2", "rmt": "RMT", "none": "Llama"}[m.memory.kind]
   head = (f"{name}: {m.num_layers} layers, width {m.width}, {m.num_heads} heads "

@@ -18,9 +18,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import train  # noqa: E402  pylint: disable=wrong-import-position
+from eval import main as eval_main  # noqa: E402
 from lm2_jax.convert.__main__ import main as convert_main  # noqa: E402
 from lm2_jax.data.babilong import main as babilong_main  # noqa: E402
-from lm2_jax.evaluation.runner import main as eval_main  # noqa: E402
 
 ENTRY = {"train": train.main, "eval": eval_main, "convert": convert_main,
          "babilong": babilong_main}
@@ -86,8 +86,8 @@ CASES = {
                                      r"garbage\.jsonl, line 1: not UTF-8 text"),
     "eval-memory-above-the-host": ("eval", "--checkpoint {ckpt} --task babilong --lengths 1M "
                                    "--num-samples 100000 --output {d}/o/b.json",
-                                   r"--lengths 1M x --num-samples 100000: about [\d.]+ GiB "
-                                   r"needed, [\d.]+ GiB available on this host"),
+                                   r"--lengths 1M x --num-samples 100000: about [\d.]+ [KMGT]iB "
+                                   r"needed, [\d.]+ [KMGT]iB available on this host"),
     "eval-output-not-json": ("eval", "--checkpoint {nowhere} --task babilong --output {d}/o/r",
                              r"expected a \.json path"),
     "eval-missing-option": ("eval", "--task babilong", r"required: --checkpoint, --output"),

@@ -23,9 +23,10 @@ from lm2_jax.checkpoint import load_params
 from lm2_jax.config import Config, MemoryConfig, load_config, replace
 from lm2_jax.convert import ConvertError, export_hf, import_hf, load_hf_llama
 from lm2_jax.convert.__main__ import main as cli
-from lm2_jax.convert.hf import config_from_hf, param_shardings, write_hf_llama
+from lm2_jax.convert.hf_io import write_hf_llama
+from lm2_jax.convert.mapping import config_from_hf
 from lm2_jax.model import build_model
-from lm2_jax.sharding import MESH_AXES
+from lm2_jax.sharding import MESH_AXES, param_shardings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NO_TORCH = "parity tests need torch and transformers: pip install -r requirements-dev.txt"
@@ -238,7 +239,7 @@ def test_import_onto_a_mesh_places_each_tensor_on_its_shards(tmp_path):
   base = replace(Config(), **{"model.memory": MemoryConfig(num_slots=4, num_heads=2)})
   cfg, sharded = load_hf_llama(str(tmp_path), base=base, mesh=mesh)
   _, plain = load_hf_llama(str(tmp_path), base=base)
-  want = param_shardings(cfg, mesh)
+  want = param_shardings(cfg.model, mesh)
   assert want["core"]["embedding"].spec == jax.sharding.PartitionSpec("tensor", "fsdp")
   for s, p, w in zip(jax.tree.leaves(sharded), jax.tree.leaves(plain), jax.tree.leaves(want)):
     assert s.sharding == w

@@ -16,10 +16,11 @@ import pytest
 
 from lm2_jax import checkpoint
 from lm2_jax.config import load_config
-from lm2_jax.evaluation.runner import main
 from lm2_jax.model import abstract_variables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from eval import main  # noqa: E402  (the script: it parses the command line)
 TINY = ["model.segment_len=16", "model.width=32", "model.num_layers=2", "model.num_heads=2",
         "model.num_kv_heads=1", "model.mlp_width=64", "model.memory.num_slots=4",
         "model.memory.num_heads=2", "train.seq_len=64"]

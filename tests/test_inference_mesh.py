@@ -3,6 +3,8 @@ the one-device answers, the parameters and the decode state are split as the sha
 says, and checkpoints are restored straight onto their shards."""
 
 import json
+import os
+import sys
 
 import jax
 import numpy as np
@@ -12,10 +14,12 @@ from jax.sharding import PartitionSpec
 from lm2_jax import checkpoint, sharding
 from lm2_jax.config import MeshConfig, load_config
 from lm2_jax.data.tokenizers import ByteTokenizer
-from lm2_jax.evaluation.runner import main
 from lm2_jax.inference import Engine, SamplingParams
 
 from test_inference import SEG, prompt_ids, tiny
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from eval import main  # noqa: E402  (the script: it parses the command line)
 
 MESH = {"data": 2, "fsdp": 2, "tensor": 2}
 
@@ -37,7 +41,7 @@ def test_an_8_device_mesh_gives_the_one_device_answers(scope):
   assert eight.mesh.size == 8
   # Parameters as the table places them in training; some are really split.
   placed = jax.tree.leaves(eight.variables["params"])
-  for x, want in zip(placed, jax.tree.leaves(Engine.param_shardings(cfg, eight.mesh))):
+  for x, want in zip(placed, jax.tree.leaves(sharding.param_shardings(cfg, eight.mesh))):
     assert x.sharding == want
   assert any(split(x) for x in placed)
   # The state: rows over data x fsdp, key/value heads over tensor.
@@ -74,7 +78,7 @@ def test_eval_on_a_mesh_restores_onto_the_shards_and_reports_the_same(tmp_path, 
   workdir = str(tmp_path / "run")
   checkpoint.save_params(workdir, cfg, params, step=3)
   overrides = [f"mesh.{k}={v}" for k, v in MESH.items()]
-  shardings = Engine.param_shardings(cfg.model, mesh())
+  shardings = sharding.param_shardings(cfg.model, mesh())
   _, restored, _ = checkpoint.load_params(workdir, cfg, shardings)
   for x, want in zip(jax.tree.leaves(restored), jax.tree.leaves(shardings)):
     assert x.sharding == want

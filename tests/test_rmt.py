@@ -155,7 +155,7 @@ def test_train_py_and_eval_py_run_end_to_end(tmp_path, monkeypatch, capsys):
   monkeypatch.syspath_prepend(ROOT)
   monkeypatch.chdir(ROOT)
   import train  # pylint: disable=g-import-not-at-top
-  from lm2_jax.evaluation.runner import main as eval_main  # pylint: disable=g-import-not-at-top
+  from eval import main as eval_main  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / "rmt"
   assert train.main(["--config", "configs/babilong_tiny.yaml", "--workdir", str(workdir),
                      "model.memory.kind=rmt", "train.steps=2", "train.batch_size=8",

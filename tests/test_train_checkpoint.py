@@ -11,9 +11,10 @@ import pytest
 from lm2_jax import checkpoint, sharding
 from lm2_jax.config import load_config
 from lm2_jax.data.tokenizers import ByteTokenizer
+from lm2_jax.sharding import with_shardings
 from lm2_jax.train.inputs import TrainInput
 from lm2_jax.train.optim import make_optimizer
-from lm2_jax.train.state import abstract_state, create_state, state_shardings, with_shardings
+from lm2_jax.train.state import abstract_state, create_state, state_shardings
 
 SMALL = ["model.num_layers=1", "model.width=16", "model.mlp_width=32", "model.num_heads=2",
          "model.num_kv_heads=1", "model.segment_len=64", "model.memory.num_slots=2",

@@ -19,11 +19,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from lm2_jax import checkpoint, sharding
 from lm2_jax.config import dump_config, load_config
-from lm2_jax.convert.hf import remove_stale_partials
+from lm2_jax.convert.hf_io import remove_stale_partials
 from lm2_jax.data.tokenizers import ByteTokenizer
+from lm2_jax.sharding import with_shardings
 from lm2_jax.train.inputs import TrainInput
 from lm2_jax.train.optim import make_optimizer
-from lm2_jax.train.state import abstract_state, create_state, state_shardings, with_shardings
+from lm2_jax.train.state import abstract_state, create_state, state_shardings
 from test_lock import hold_in_another_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,7 +106,7 @@ def test_a_second_run_on_a_busy_work_directory_is_refused(tmp_path, capsys):
 
 
 def test_a_second_evaluation_on_one_output_is_refused(tmp_path, capsys):
-  from lm2_jax.evaluation.runner import main  # pylint: disable=g-import-not-at-top
+  from eval import main  # pylint: disable=g-import-not-at-top
   cfg = load_config(None, SMALL)
   params = jax.tree.map(jnp.zeros_like, checkpoint.abstract_params(cfg))
   checkpoint.save_params(str(tmp_path / "m"), cfg, params, step=1)

@@ -18,7 +18,8 @@ import time
 from lm2_jax.checkpoint import CheckpointError
 from lm2_jax.cli import OneLineParser
 from lm2_jax.config import ConfigError, load_config, to_dict
-from lm2_jax.convert.hf import EXPORT_DTYPES, ConvertError, export_hf, import_hf, parse_size
+from lm2_jax.convert.hf_io import EXPORT_DTYPES, export_hf, import_hf, parse_size
+from lm2_jax.convert.mapping import ConvertError
 from lm2_jax.summary import describe_memory
 
 

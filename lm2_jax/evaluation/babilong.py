@@ -197,6 +197,16 @@ def summarize(results: dict) -> dict:
   return {"per_task": per_task, "per_length": per_length, "capabilities": capabilities}
 
 
+CSV_COLUMNS = ("model", "task", "length", "accuracy", "accuracy_word", "n", "ci95_low",
+               "ci95_high")
+
+
+def csv_rows(models: dict[str, dict]) -> list[list]:
+  """The results table, flat: one row per model, task and length (CSV_COLUMNS)."""
+  return [[name, t, x, c["accuracy"], c["accuracy_word"], c["n"], *c["ci95"]]
+          for name, res in models.items() for t, by in res.items() for x, c in by.items()]
+
+
 def format_table1(models: dict[str, dict], title: str = "") -> str:
   """The paper's Table 1 layout: rows tasks (one per model when there are several), columns
   lengths and the average over lengths >= 8k, accuracies in percent (official rule)."""

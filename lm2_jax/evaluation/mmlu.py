@@ -144,5 +144,18 @@ def format_table2(models: dict[str, dict]) -> str:
                       "MMLU accuracy (%, micro-averaged; last row: questions per column)")
 
 
+CSV_COLUMNS = ("model", "group", "name", "accuracy", "n")
+
+
+def csv_rows(models: dict[str, dict]) -> list[list]:
+  """The results table, flat: overall, then by category, difficulty and subject (CSV_COLUMNS)."""
+  rows = []
+  for name, rep in models.items():
+    rows.append([name, "overall", "all", rep["overall"]["accuracy"], rep["overall"]["n"]])
+    for group in ("by_category", "by_difficulty", "by_subject"):
+      rows += [[name, group[3:], k, v["accuracy"], v["n"]] for k, v in rep[group].items()]
+  return rows
+
+
 def predictions_file(predictions_dir: str) -> str:
   return os.path.join(predictions_dir, "mmlu.csv")

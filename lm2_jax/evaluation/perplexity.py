@@ -139,9 +139,10 @@ def format_perplexity(models: dict[str, dict]) -> str:
                       f"{first['seq_len']} predictions, segments of {first['segment_len']})")
 
 
-def check_lengths(seq_len: int, num: int):
-  if seq_len < 1:
-    raise EvaluationError(f"--seq-len must be >= 1, got {seq_len}")
-  if num < 1:
-    raise EvaluationError(f"--num-sequences must be >= 1, got {num}")
+CSV_COLUMNS = ("model", "segment", "loss", "perplexity", "tokens")
 
+
+def csv_rows(models: dict[str, dict]) -> list[list]:
+  """The results table, flat: one row per model and segment index (CSV_COLUMNS)."""
+  return [[name, c["segment"], c["loss"], c["perplexity"], c["tokens"]]
+          for name, rep in models.items() for c in rep["by_segment"]]

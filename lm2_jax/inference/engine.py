@@ -1,29 +1,18 @@
 """Generation and scoring on the model's streaming interface (`prefill`, `step`, DecodeState).
 
-A batch of prompts of different lengths is consumed in two phases, so that every row stays
-where the model wants it (at a segment boundary) whenever a call covers several segments:
+Prompts of different lengths run in two phases, so that every row is at a segment boundary
+whenever a call covers several segments: first the whole segments of every prompt, in chunks
+of `chunk_len` tokens through `prefill` (a row that has run out idles with length 0), then
+every row's last, partial segment in one call. Each row then holds its own position and the
+memory of its completed segments, exactly as in training; decoding feeds one token per row
+through `step`, which writes the memory when a row completes a segment.
 
-  1. the whole segments of every prompt, in chunks of `chunk_len` tokens (a multiple of the
-     segment length) through `prefill`; a row whose whole segments are consumed idles at its
-     boundary while longer rows go on (its length in later chunks is 0);
-  2. the tail (the last, partial segment) of every row in one `prefill` call of one segment.
-
-Each row then holds its own position (`DecodeState.pos_B`) and the memory written at each of
-its completed segments, exactly as in training. Decoding feeds one token per row through
-`step`, which writes the memory when a row completes a segment. With attention_scope=segment
-the state has a fixed size, so the cost per token and the device memory stay flat however long
-the input is; with attention_scope=full the key/value cache holds the whole sequence, and the
-engine reports what it needs (and refuses what cannot fit) before it starts.
-
-Given a `mesh` (lm2_jax/sharding.py), the parameters and the state live on it as the sharding
-table places them: parameters as in training, the state's rows over the data-parallel axes
-and its key/value heads over `tensor`; every jitted function is traced under the mesh and its
-logical rules and pins the shardings of what it returns, so one compilation serves each shape.
-
-Every jitted function sees fixed shapes: the batch is padded to a power of two up to
-`batch_size`, chunks are `chunk_len` (or one segment) long and, for full attention, the cache
-length is rounded up to a power-of-two number of segments. So one compilation serves a whole
-bucket of prompts, whatever their lengths.
+With attention_scope=segment the state has a fixed size, so cost per token and device memory
+stay flat however long the input; with full attention the cache holds the whole sequence,
+and the engine refuses what cannot fit before it starts. Given a `mesh`, parameters and
+state are placed by the sharding table (rows over the data-parallel axes, key/value heads
+over `tensor`). Fixed shapes (batch padded to a power of two, chunks of `chunk_len`, cache
+lengths a power-of-two number of segments) let one compilation serve a bucket of prompts.
 """
 
 from __future__ import annotations
@@ -43,9 +32,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
 from lm2_jax import sharding
+from lm2_jax.cli import human
 from lm2_jax.config import ModelConfig
 from lm2_jax.inference.sampling import SamplingParams, row_keys, sample_logits
-from lm2_jax.model import abstract_variables, build_model, init_state
+from lm2_jax.model import build_model, init_state
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +45,7 @@ Prompt = str | Sequence[int]
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 _ROWS = "activation_batch"  # the logical name of a batch's rows in the sharding table
 _LOGITS_BUDGET = 1 << 27  # bytes of float32 logits one prefill chunk may produce
+_bytes = functools.partial(human, binary=True)
 
 
 class InferenceError(ValueError):
@@ -95,21 +86,13 @@ class MemoryEstimate:
   def describe(self) -> str:
     if self.cache_len is None:
       where = (f"attention_scope=segment: constant in the input length, about "
-               f"{_human(self.total)} for a batch of {self.batch_size}")
+               f"{_bytes(self.total)} for a batch of {self.batch_size}")
     else:
       where = (f"attention_scope=full: the key/value cache for {self.batch_size} x "
-               f"{self.cache_len} tokens needs {_human(self.cache)}, about "
-               f"{_human(self.total)} in all")
-    return (f"{where} (parameters {_human(self.params)}, memory bank "
-            f"{_human(self.memory_state)}, activations {_human(self.activations)})")
-
-
-def _human(n: float) -> str:
-  for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-    if abs(n) < 1024 or unit == "TiB":
-      return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-    n /= 1024
-  return f"{n:.1f} TiB"
+               f"{self.cache_len} tokens needs {_bytes(self.cache)}, about "
+               f"{_bytes(self.total)} in all")
+    return (f"{where} (parameters {_bytes(self.params)}, memory bank "
+            f"{_bytes(self.memory_state)}, activations {_bytes(self.activations)})")
 
 
 def estimate_memory(cfg: ModelConfig, num_params: int, batch_size: int,
@@ -257,7 +240,7 @@ class Engine:
 
   With a `mesh`, parameters are placed on it by the sharding table (a no-op for parameters
   restored onto those shardings: `checkpoint.load_params(..., shardings=...)` with
-  `Engine.param_shardings(cfg, mesh)`), and so are the states and the batches; the answers
+  `sharding.param_shardings(cfg, mesh)`), and so are the states and the batches; the answers
   are the one-device answers. The memory limit is then that of all the mesh's devices.
   """
 
@@ -271,7 +254,7 @@ class Engine:
     self.model = build_model(cfg)
     self.mesh = mesh
     if mesh is not None:
-      params = jax.device_put(params, self.param_shardings(cfg, mesh))
+      params = jax.device_put(params, sharding.param_shardings(cfg, mesh))
     self.variables = {"params": params}
     self.tokenizer = tokenizer
     self.batch_size = batch_size
@@ -291,11 +274,6 @@ class Engine:
     self.chunk_len = chunk_len
     self._plans: set = set()
     self._fns = _compiled(cfg, mesh)
-
-  @staticmethod
-  def param_shardings(cfg: ModelConfig, mesh: Mesh) -> Any:
-    """The parameters' NamedShardings on `mesh` (the sharding table, as in training)."""
-    return sharding.logical_shardings(abstract_variables(cfg)["params"], mesh)
 
   def _rows(self, x: np.ndarray) -> jax.Array:
     """A host array whose first axis is the batch, on the device(s): rows over the mesh."""
@@ -354,7 +332,7 @@ class Engine:
       self._plans.add(key)
       self.report(est.describe())
     if self.memory_limit is not None and est.total > self.memory_limit:
-      raise InferenceError(f"{est.describe()}; the device holds {_human(self.memory_limit)}: "
+      raise InferenceError(f"{est.describe()}; the device holds {_bytes(self.memory_limit)}: "
                            "use attention_scope=segment, a smaller batch or shorter inputs")
     return est
 

@@ -38,8 +38,7 @@ from lm2_jax.train.metrics import EVAL_FILE, METRICS_FILE, TENSORBOARD_DIR, Metr
     MetricsWindow, NonFiniteMetric, human_seconds, peak_flops_per_device
 from lm2_jax.train.optim import make_optimizer
 from lm2_jax.train.preemption import StopSignal
-from lm2_jax.train.state import TrainState, abstract_state, create_state, state_shardings, \
-    with_shardings
+from lm2_jax.train.state import TrainState, abstract_state, create_state, state_shardings
 from lm2_jax.train.step import train_step_cache
 
 log = logging.getLogger(__name__)
@@ -151,8 +150,8 @@ def _run(cfg: Config, workdir: str, mesh, mngr, tokenizer, evaluates: bool, prim
   shard_index, shard_count = sharding.process_rows(mesh, t.batch_size)
   inputs = TrainInput(cfg, tokenizer, shard_index=shard_index, shard_count=shard_count)
   restored = checkpoint.restore_train_state(
-      mngr, workdir, with_shardings(abstract.params, shardings.params),
-      with_shardings(abstract.opt_state, shardings.opt_state), inputs, primary=primary,
+      mngr, workdir, sharding.with_shardings(abstract.params, shardings.params),
+      sharding.with_shardings(abstract.opt_state, shardings.opt_state), inputs, primary=primary,
       start_over=start_over)
   tokens_seen = 0
   if restored is None and t.init_from:

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lm2_jax.cli import human
 from lm2_jax.model.flops import flops_per_token
 
 log = logging.getLogger(__name__)
@@ -169,13 +170,6 @@ def human_seconds(s: float) -> str:
   return f"{h}h{m:02d}m" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
 
 
-def _human_count(x: float) -> str:
-  for unit, scale in (("M", 1e6), ("k", 1e3)):
-    if abs(x) >= scale:
-      return f"{x / scale:.1f}{unit}"
-  return f"{x:.0f}"
-
-
 class MetricsLogger:
   """Writes what the primary process reports; the other processes call it harmlessly.
 
@@ -239,7 +233,7 @@ class MetricsLogger:
     if "accuracy" in record:
       parts.append(f"acc {record['accuracy']:.3f}")
     parts += [f"lr {record['lr']:.2e}", f"gnorm {record['grad_norm']:.3f}",
-              f"{_human_count(record['tokens_per_sec'])} tok/s",
+              f"{human(record['tokens_per_sec'])} tok/s",
               f"{record['step_time']:.3f} s/step"]
     if record.get("mfu") is not None:
       parts.append(f"mfu {100 * record['mfu']:.1f}%")

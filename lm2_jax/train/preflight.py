@@ -16,7 +16,7 @@ import tempfile
 from jax.sharding import Mesh
 
 from lm2_jax import checkpoint, sharding
-from lm2_jax.config import Config, ConfigError, replace
+from lm2_jax.config import Config, ConfigError, check_batch_split, replace
 from lm2_jax.data.errors import DataError
 from lm2_jax.data.tokenizers import Tokenizer, check_vocab, load_tokenizer
 from lm2_jax.lock import LockedError, RunLock
@@ -123,17 +123,9 @@ def check_data(cfg: Config) -> Tokenizer:
 
 def check_batch(cfg: Config, mesh: Mesh, evaluates: bool) -> None:
   """Every micro-batch (and evaluation batch) splits evenly over the data-parallel devices."""
-  t = cfg.train
-  dp = sharding.data_parallel_size(mesh)
-  axes = " x ".join(f"mesh.{a}={mesh.shape[a]}" for a in ("data", "fsdp"))
-  micro = t.batch_size // t.microbatches
-  if micro % dp:
-    raise ConfigError(f"train.batch_size: {t.batch_size} (in {t.microbatches} micro-batches "
-                      f"of {micro}) is not divisible by the data-parallel size {dp} ({axes})")
-  if evaluates and t.eval_batch_size % dp:
-    raise ConfigError(f"train.eval_batch_size: {t.eval_batch_size} is not divisible by the "
-                      f"data-parallel size {dp} ({axes})")
-  sharding.process_rows(mesh, t.batch_size)
+  rows = {a: mesh.shape[a] for a in sharding.batch_row_axes()}
+  check_batch_split(cfg.train, rows, evaluates)
+  sharding.process_rows(mesh, cfg.train.batch_size)
 
 
 def claim_workdir(cfg: Config, workdir: str, primary: bool) -> RunLock:

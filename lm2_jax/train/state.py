@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 
 from lm2_jax import sharding
 from lm2_jax.config import Config
-from lm2_jax.model import abstract_variables, build_model
+from lm2_jax.model import build_model
 
 
 @flax.struct.dataclass
@@ -48,17 +48,11 @@ def abstract_state(cfg: Config, tx: optax.GradientTransformation) -> TrainState:
 
 def state_shardings(cfg: Config, tx: optax.GradientTransformation, mesh: Mesh) -> TrainState:
   """NamedShardings of the state: optimizer moments are placed like their parameters."""
-  params = sharding.logical_shardings(abstract_variables(cfg.model)["params"], mesh)
+  params = sharding.param_shardings(cfg.model, mesh)
   abstract = abstract_state(cfg, tx)
   opt = optax.tree_map_params(tx, lambda _, s: s, abstract.opt_state, params,
                               transform_non_params=lambda _: sharding.replicated(mesh))
   return TrainState(step=sharding.replicated(mesh), params=params, opt_state=opt)
-
-
-def with_shardings(abstract: Any, shardings: Any) -> Any:
-  """Abstract arrays carrying their target shardings (what Orbax restores onto)."""
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      abstract, shardings)
 
 
 def create_state(cfg: Config, tx: optax.GradientTransformation,

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from lm2_jax.data import babi, babi_solver
+import babi_solver
+from lm2_jax.data import babi
 
 NUM_SAMPLES = 400  # per task; the whole file runs in about two seconds
 

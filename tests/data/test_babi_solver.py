@@ -2,7 +2,7 @@
 
 import pytest
 
-from lm2_jax.data.babi_solver import solve
+from babi_solver import solve
 
 
 def test_latest_move_wins():

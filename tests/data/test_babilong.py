@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lm2_jax.data import babilong
-from lm2_jax.data.babi_solver import is_fact, solve
+from babi_solver import is_fact, solve
 from lm2_jax.data.babilong import (PROMPTS, TASK_LABELS, TASKS, BabilongSource, compare_answers,
                                    format_prompt, format_training_example, input_budget,
                                    length_name, load_babilong_dir, make_babilong_dataset,

@@ -1,24 +1,13 @@
-"""Hugging Face Llama checkpoints in and out: `config.json` + safetensors <-> our params.
+"""Hugging Face Llama folders in and out: safetensors <-> a work directory's checkpoint.
 
 Import reads a `LlamaForCausalLM` folder (one `model.safetensors` or shards listed in
 `model.safetensors.index.json`; float32, bfloat16 or float16 weights) one tensor at a time,
-converts it to float32 in our layout, fills the layer-stacked array it belongs to, and
-places that array on the devices (straight to its shards when a mesh is given) before the
-next one is read; the safetensors file is opened per tensor, so no memory map outlives its
-tensor. The host therefore holds the placed parameters plus one stacked array at a time.
-
-Layouts (HF weights are torch `Linear` weights, [out, in]; ours are [in..., out...]):
-
-    model.embed_tokens.weight            [V, D]       core/embedding            [V, D]
-    model.layers.i.self_attn.q_proj      [H*K, D]     attn/q                    [D, H, K]
-    model.layers.i.self_attn.o_proj      [D, H*K]     attn/o                    [H, K, D]
-    model.layers.i.mlp.down_proj         [D, F]       mlp/down                  [F, D]
-    lm_head.weight (untied only)         [V, D]       core/lm_head              [D, V]
-
-Layer i goes to `memory_blocks[i]` for the first `num_memory_layers` layers and to
-`blocks[i - num_memory_layers]` after. Both sides rotate (i, i + K/2) pairs ("rotate
-half"), so the query and key weights need no permutation. docs/huggingface.md has the
-full table, the memory tensors' names, and what each bad input produces.
+converts it to float32 in our layout (lm2_jax/convert/mapping.py), fills the layer-stacked
+array it belongs to, and places that array on the devices (straight to its shards when a
+mesh is given) before the next one is read; the safetensors file is opened per tensor, so
+no memory map outlives its tensor. The host therefore holds the placed parameters plus one
+stacked array at a time. Outputs appear only once complete (written under a temporary
+name, then renamed), so a failed run leaves nothing half-written.
 """
 
 from __future__ import annotations
@@ -40,24 +29,19 @@ import safetensors
 import safetensors.numpy
 
 from lm2_jax.checkpoint import abstract_params, load_params, resolve, save_params
-from lm2_jax.config import (Config, ConfigError, MemoryConfig, ModelConfig,
-                            RopeScalingConfig, from_dict, replace, to_dict, validate)
+from lm2_jax.config import Config, MemoryConfig
+from lm2_jax.convert.mapping import (MEMORY_PREFIX, RMT_MEMORY, ConvertError, TensorRow,
+                                     config_from_hf, config_to_hf, flat_leaves, hf_shape,
+                                     tensor_table, to_hf)
 from lm2_jax.data.errors import DataError
 from lm2_jax.data.tokenizers import load_tokenizer
-from lm2_jax.model import abstract_variables, build_model
-from lm2_jax.sharding import logical_shardings
-from lm2_jax.model import is_memory_param
+from lm2_jax.model import build_model, is_memory_param
+from lm2_jax.sharding import param_shardings
 
 CONFIG_JSON = "config.json"
 INDEX_JSON = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 TOKENIZER_JSON = "tokenizer.json"
-# Memory tensors of an exported LM2 are named MEMORY_PREFIX + "{layer}." + the names in
-# _memory_rows; the config.json entry MEMORY_ENTRY describes the memory.
-MEMORY_PREFIX = "lm2.memory.layers."
-MEMORY_ENTRY = "lm2_memory"
-# An exported RMT's learned initial memory tokens [N, D] (model.memory.kind=rmt).
-RMT_MEMORY = "lm2.memory.rmt_tokens"
 
 # safetensors dtypes that convert to float32. Integer, boolean and float8 tensors are
 # quantised or not weights at all: refusing them beats a silently wrong model.
@@ -66,111 +50,6 @@ EXPORT_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16
 
 # Tensors some Llama checkpoints carry that hold no parameter (recomputed from config.json).
 _IGNORED_SUFFIXES = (".self_attn.rotary_emb.inv_freq",)
-
-
-class ConvertError(ValueError):
-  """A folder, tensor or checkpoint that cannot be converted; names the file and tensor."""
-
-
-# --------------------------------------------------------------------------------------
-# The tensor table: one row per HF tensor
-# --------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class _Tensor:
-  """One HF tensor and where it lives in our parameter tree.
-
-  `n_in` is None when both sides share a layout; otherwise ours is [in..., out...] with
-  n_in input dimensions and HF is the torch Linear weight [prod(out), prod(in)].
-  """
-
-  hf_name: str
-  path: tuple[str, ...]       # keys under params
-  layer: int | None           # index along the stacked layers axis; None: whole leaf
-  n_in: int | None
-
-
-def _llama_rows(i: int) -> list[tuple[str, tuple[str, ...], int | None]]:
-  pre = f"model.layers.{i}."
-  return [
-      (pre + "input_layernorm.weight", ("attn_norm", "scale"), None),
-      (pre + "self_attn.q_proj.weight", ("attn", "q"), 1),
-      (pre + "self_attn.k_proj.weight", ("attn", "k"), 1),
-      (pre + "self_attn.v_proj.weight", ("attn", "v"), 1),
-      (pre + "self_attn.o_proj.weight", ("attn", "o"), 2),
-      (pre + "post_attention_layernorm.weight", ("mlp_norm", "scale"), None),
-      (pre + "mlp.gate_proj.weight", ("mlp", "gate"), 1),
-      (pre + "mlp.up_proj.weight", ("mlp", "up"), 1),
-      (pre + "mlp.down_proj.weight", ("mlp", "down"), 1),
-  ]
-
-
-def _memory_rows(i: int, mem: MemoryConfig) -> list[tuple[str, tuple[str, ...], int | None]]:
-  pre = f"{MEMORY_PREFIX}{i}."
-  rows = []
-  for side, module in (("read", "memory_read"), ("write", "memory_write")):
-    for proj in ("q", "k", "v"):
-      rows.append((f"{pre}{side}.{proj}_proj.weight", (module, proj), 1))
-  rows += [
-      (pre + "read.out_gate.weight", ("memory_read", "out_gate_kernel"), 1),
-      (pre + "read.out_gate.bias", ("memory_read", "out_gate_bias"), None),
-      (pre + "write.norm.weight", ("memory_write", "norm", "scale"), None),
-      (pre + "write.input_gate.weight", ("memory_write", "input_gate_kernel"), 1),
-      (pre + "write.input_gate.bias", ("memory_write", "input_gate_bias"), None),
-  ]
-  if mem.update == "lstm":
-    rows += [(pre + "write.forget_gate.weight", ("memory_write", "forget_gate_kernel"), 1),
-             (pre + "write.forget_gate.bias", ("memory_write", "forget_gate_bias"), None)]
-  if mem.read_norm:
-    rows.append((pre + "read.norm.weight", ("memory_read", "norm", "scale"), None))
-  if mem.slot_keys:
-    rows += [(pre + "read.slot_keys", ("memory_read", "slot_keys"), None),
-             (pre + "write.slot_queries", ("memory_write", "slot_queries"), None)]
-  if mem.write_sink:
-    rows.append((pre + "write.sink", ("memory_write", "sink"), None))
-  return rows
-
-
-def tensor_table(m: ModelConfig, with_memory: bool) -> list[_Tensor]:
-  """Every HF tensor of the model, in Hugging Face's order (memory after each layer's)."""
-  rows = [_Tensor("model.embed_tokens.weight", ("core", "embedding"), None, None)]
-  n_mem = m.num_memory_layers
-  for i in range(m.num_layers):
-    stack, j = ("memory_blocks", i) if i < n_mem else ("blocks", i - n_mem)
-    layer_rows = _llama_rows(i) + (_memory_rows(i, m.memory) if with_memory and i < n_mem else [])
-    rows += [_Tensor(hf_name, ("core", stack) + sub, j, n_in) for hf_name, sub, n_in in layer_rows]
-    if with_memory and i < n_mem and m.memory.init == "learned":
-      rows.append(_Tensor(f"{MEMORY_PREFIX}{i}.initial_memory", ("core", "memory_init"), i,
-                          None))
-  if with_memory and m.memory.kind == "rmt":
-    rows.append(_Tensor(RMT_MEMORY, ("core", "memory_init"), None, None))
-  rows.append(_Tensor("model.norm.weight", ("core", "final_norm", "scale"), None, None))
-  if not m.tie_embeddings:
-    rows.append(_Tensor("lm_head.weight", ("core", "lm_head"), None, 1))
-  return rows
-
-
-def _hf_shape(ours: tuple[int, ...], n_in: int | None) -> tuple[int, ...]:
-  if n_in is None:
-    return tuple(ours)
-  return (math.prod(ours[n_in:]), math.prod(ours[:n_in]))
-
-
-def _to_hf(ours: np.ndarray, n_in: int | None) -> np.ndarray:
-  if n_in is None:
-    return ours
-  return ours.reshape(math.prod(ours.shape[:n_in]), -1).T
-
-
-def _flat_leaves(tree) -> list[tuple[tuple[str, ...], Any]]:
-  return [(tuple(k.key for k in p), leaf)
-          for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
-
-
-# --------------------------------------------------------------------------------------
-# config.json <-> Config
-# --------------------------------------------------------------------------------------
 
 
 def _read_json(path: str) -> dict:
@@ -184,154 +63,6 @@ def _read_json(path: str) -> dict:
   if not isinstance(data, dict):
     raise ConvertError(f"{path}: expected a JSON object, got {type(data).__name__}")
   return data
-
-
-def _rope_from_hf(hf: dict, where: str) -> tuple[float, RopeScalingConfig | None]:
-  """rope_theta and the llama3 scaling, from the transformers 5 `rope_parameters` entry or
-  the older top-level `rope_theta` + `rope_scaling` (what Meta's own config.json has)."""
-  key = "rope_parameters" if hf.get("rope_parameters") else "rope_scaling"
-  params = hf.get(key) or {}
-  if not isinstance(params, dict):
-    raise ConvertError(f"{where}: {key} must be an object, got {params!r}")
-  theta = float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
-  kind = params.get("rope_type", params.get("type", "default"))
-  if kind == "default":
-    return theta, None
-  if kind != "llama3":
-    raise ConvertError(f"{where}: {key}.rope_type {kind!r} is not supported (only the "
-                       f"plain rotary embedding and 'llama3' scaling are)")
-  try:
-    scaling = RopeScalingConfig(
-        factor=float(params["factor"]), low_freq_factor=float(params["low_freq_factor"]),
-        high_freq_factor=float(params["high_freq_factor"]),
-        original_max_position_embeddings=int(params["original_max_position_embeddings"]))
-  except KeyError as e:
-    raise ConvertError(f"{where}: {key} of rope_type 'llama3' lacks {e.args[0]!r}") from None
-  return theta, scaling
-
-
-def _architecture_from_hf(hf: dict, where: str) -> dict:
-  """The ModelConfig fields a Llama config.json determines."""
-  model_type = hf.get("model_type")
-  if model_type != "llama":
-    raise ConvertError(f"{where}: model_type {model_type!r} is not a Llama (expected "
-                       f"'llama'); only LlamaForCausalLM checkpoints convert")
-  for key, want in (("hidden_act", "silu"), ("attention_bias", False), ("mlp_bias", False)):
-    if hf.get(key, want) != want:
-      raise ConvertError(f"{where}: {key}={hf[key]!r} is not supported (our Llama has "
-                         f"{key}={want!r})")
-  for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-              "vocab_size"):
-    if not isinstance(hf.get(key), int):
-      raise ConvertError(f"{where}: {key} missing or not an integer (got {hf.get(key)!r})")
-  theta, scaling = _rope_from_hf(hf, where)
-  heads = hf["num_attention_heads"]
-  return {
-      "vocab_size": hf["vocab_size"],
-      "width": hf["hidden_size"],
-      "num_layers": hf["num_hidden_layers"],
-      "num_heads": heads,
-      "num_kv_heads": hf.get("num_key_value_heads") or heads,
-      "head_dim": hf.get("head_dim") or hf["hidden_size"] // heads,
-      "mlp_width": hf["intermediate_size"],
-      "norm_eps": float(hf.get("rms_norm_eps", 1e-6)),
-      "rope_theta": theta,
-      "rope_scaling": scaling,
-      "tie_embeddings": bool(hf.get("tie_word_embeddings", False)),
-  }
-
-
-def config_from_hf(hf: dict, where: str, base: Config | None = None,
-                   memory: MemoryConfig | None = None,
-                   compute_dtype: str = "float32") -> tuple[Config, bool]:
-  """Our Config for a Llama config.json, and whether the folder's memory tensors are used.
-
-  The architecture comes from config.json; everything else (training, remat, segment
-  length) from `base`. The memory: `memory` when given (fresh), else the folder's own
-  `lm2_memory` entry (an exported LM2, read back exactly), else base's (fresh), else none.
-  A fresh LM2 memory is built with zero_init, and self-attention is `full`, so the imported
-  model computes exactly the Llama until it is trained. A fresh RMT gets
-  attention_scope=segment, the only scope it runs with (its memory tokens change the
-  logits from the start).
-  """
-  defaults = base is None
-  base = base or replace(Config(), **{"model.memory": MemoryConfig(kind="none")})
-  arch = _architecture_from_hf(hf, where)
-  changes: dict[str, Any] = {f"model.{k}": v for k, v in arch.items()}
-  changes["model.compute_dtype"] = compute_dtype
-  entry = hf.get(MEMORY_ENTRY)
-  from_folder = memory is None and entry is not None
-  if from_folder:
-    if not isinstance(entry, dict) or not isinstance(entry.get("memory"), dict):
-      raise ConvertError(f"{where}: {MEMORY_ENTRY} must be an object with a 'memory' object")
-    # Typed and checked by the config module, against this architecture.
-    model = {k: to_dict(v) for k, v in arch.items()}
-    model.update({k: entry[k] for k in ("memory", "segment_len", "attention_scope")
-                  if k in entry})
-    seg = model.get("segment_len")
-    try:
-      saved = from_dict({"model": model,
-                         "train": {"seq_len": seg} if isinstance(seg, int) and seg > 0 else {}})
-    except ConfigError as e:
-      raise ConvertError(f"{where}: {MEMORY_ENTRY}: {e}") from None
-    changes.update({"model.memory": saved.model.memory,
-                    "model.segment_len": saved.model.segment_len,
-                    "model.attention_scope": saved.model.attention_scope})
-  else:
-    memory = memory if memory is not None else base.model.memory
-    if memory.kind == "lm2":
-      memory = dataclasses.replace(memory, zero_init=True)
-    changes.update({"model.memory": memory,
-                    "model.attention_scope": "segment" if memory.kind == "rmt" else "full"})
-  if defaults:  # no settings given: train on a whole number of the folder's segments
-    seg = changes.get("model.segment_len", base.model.segment_len)
-    changes["train.seq_len"] = -(-base.train.seq_len // seg) * seg
-  try:
-    cfg = validate(replace(base, **changes))
-  except ConfigError as e:
-    raise ConvertError(f"{where}: with these values: {e}") from None
-  return cfg, from_folder
-
-
-def config_to_hf(cfg: Config, dtype: str = "float32", extra: dict | None = None) -> dict:
-  """A config.json that transformers reads as LlamaForCausalLM.
-
-  The rotary settings are written in the classic layout (top-level rope_theta plus
-  rope_scaling) that Meta's checkpoints use and every tool reads. max_position_embeddings
-  is informational for llama3 rope: the longer of train.seq_len and the original context.
-  """
-  m = cfg.model
-  scaling = None
-  max_pos = cfg.train.seq_len
-  if m.rope_scaling is not None:
-    scaling = {"rope_type": "llama3", **to_dict(m.rope_scaling)}
-    max_pos = max(max_pos, m.rope_scaling.original_max_position_embeddings)
-  out = {
-      "architectures": ["LlamaForCausalLM"],
-      "model_type": "llama",
-      "vocab_size": m.vocab_size,
-      "hidden_size": m.width,
-      "num_hidden_layers": m.num_layers,
-      "num_attention_heads": m.num_heads,
-      "num_key_value_heads": m.num_kv_heads,
-      "head_dim": m.resolved_head_dim,
-      "intermediate_size": m.mlp_width,
-      "hidden_act": "silu",
-      "rms_norm_eps": m.norm_eps,
-      "rope_theta": m.rope_theta,
-      "rope_scaling": scaling,
-      "max_position_embeddings": max_pos,
-      "tie_word_embeddings": m.tie_embeddings,
-      "attention_bias": False,
-      "mlp_bias": False,
-      "torch_dtype": dtype,
-      "dtype": dtype,
-  }
-  if m.memory.kind != "none":
-    out[MEMORY_ENTRY] = {"memory": to_dict(m.memory), "segment_len": m.segment_len,
-                         "attention_scope": m.attention_scope}
-  out.update(extra or {})
-  return out
 
 
 # --------------------------------------------------------------------------------------
@@ -429,11 +160,6 @@ class _Folder:
 # --------------------------------------------------------------------------------------
 
 
-def param_shardings(cfg: Config, mesh: jax.sharding.Mesh):
-  """NamedShardings of the (unboxed) parameters on `mesh`, from the logical axis table."""
-  return logical_shardings(abstract_variables(cfg.model)["params"], mesh)
-
-
 def _place(host: np.ndarray, sharding) -> jax.Array:
   if sharding is None:
     return jax.device_put(host)
@@ -451,7 +177,7 @@ def _fresh_memory(cfg: Config, paths: list[tuple[str, ...]], shardings: dict) ->
   tokens = jnp.zeros((1, cfg.model.segment_len), jnp.int32)
 
   def init(key):
-    flat = dict(_flat_leaves(nn.unbox(model.init(key, tokens)["params"])))
+    flat = dict(flat_leaves(nn.unbox(model.init(key, tokens)["params"])))
     return tuple(flat[p] for p in paths)
 
   out_shardings = tuple(shardings.get(p) for p in paths) if shardings else None
@@ -477,13 +203,13 @@ def load_hf_llama(hf_dir: str, memory: MemoryConfig | None = None,
   cfg, memory_from_folder = config_from_hf(_read_json(where), where, base, memory,
                                            compute_dtype)
   folder = _Folder(hf_dir)
-  abstract = dict(_flat_leaves(abstract_params(cfg)))
+  abstract = dict(flat_leaves(abstract_params(cfg)))
   table = tensor_table(cfg.model, with_memory=memory_from_folder)
 
   # Every check (presence, shape, dtype, leftovers) happens before any data is read.
   for row in table:
     leaf_shape = abstract[row.path].shape
-    folder.check(row.hf_name, _hf_shape(leaf_shape[1:] if row.layer is not None
+    folder.check(row.hf_name, hf_shape(leaf_shape[1:] if row.layer is not None
                                         else leaf_shape, row.n_in))
   used = {row.hf_name for row in table}
   ignorable = lambda n: (n.endswith(_IGNORED_SUFFIXES)
@@ -498,8 +224,8 @@ def load_hf_llama(hf_dir: str, memory: MemoryConfig | None = None,
 
   shardings = None
   if mesh is not None:
-    shardings = dict(_flat_leaves(param_shardings(cfg, mesh)))
-  rows_by_path: dict[tuple[str, ...], list[_Tensor]] = {}
+    shardings = dict(flat_leaves(param_shardings(cfg.model, mesh)))
+  rows_by_path: dict[tuple[str, ...], list[TensorRow]] = {}
   for row in table:
     rows_by_path.setdefault(row.path, []).append(row)
   fresh = [p for p in abstract if p not in rows_by_path]
@@ -638,18 +364,18 @@ def write_hf_llama(cfg: Config, params, out_dir: str, dtype: str = "float32",
   if dtype not in EXPORT_DTYPES:
     raise ConvertError(f"dtype {dtype!r}: expected one of {sorted(EXPORT_DTYPES)}")
   np_dtype = EXPORT_DTYPES[dtype]
-  leaves = dict(_flat_leaves(params))
+  leaves = dict(flat_leaves(params))
   table = tensor_table(cfg.model, with_memory=cfg.model.memory.kind != "none")
   itemsize = np.dtype(np_dtype).itemsize
   umask = os.umask(0)
   os.umask(umask)
 
-  def tensor_of(row: _Tensor) -> np.ndarray:
+  def tensor_of(row: TensorRow) -> np.ndarray:
     leaf = np.asarray(leaves[row.path])
     ours = leaf if row.layer is None else leaf[row.layer]
-    return np.ascontiguousarray(_to_hf(ours, row.n_in), dtype=np_dtype)
+    return np.ascontiguousarray(to_hf(ours, row.n_in), dtype=np_dtype)
 
-  shards: list[list[_Tensor]] = [[]]
+  shards: list[list[TensorRow]] = [[]]
   size = 0
   for row in table:
     n = math.prod(leaves[row.path].shape[(row.layer is not None):]) * itemsize
@@ -714,6 +440,5 @@ def export_hf(checkpoint: str, out_dir: str, dtype: str = "float32",
   return cfg
 
 
-__all__ = ["ConvertError", "MEMORY_ENTRY", "MEMORY_PREFIX", "RMT_MEMORY",
-           "config_from_hf", "config_to_hf", "export_hf", "import_hf", "load_hf_llama",
-           "param_shardings", "parse_size", "tensor_table", "write_hf_llama"]
+__all__ = ["EXPORT_DTYPES", "export_hf", "import_hf", "load_hf_llama", "parse_size",
+           "remove_stale_partials", "write_hf_llama"]
