@@ -24,12 +24,8 @@ if __package__ in (None, ""):  # `python bench/profile_step.py` from the reposit
 import jax  # noqa: E402
 
 from bench import reference  # noqa: E402
-from bench.train_step import synthetic_batch  # noqa: E402
-from lm2_jax import sharding  # noqa: E402
+from bench.train_step import real_step  # noqa: E402
 from lm2_jax.config import load_config  # noqa: E402
-from lm2_jax.train.optim import make_optimizer  # noqa: E402
-from lm2_jax.train.state import create_state, state_shardings  # noqa: E402
-from lm2_jax.train.step import train_step_cache  # noqa: E402
 
 
 def _op_names(hlo_text: str) -> dict[str, str]:
@@ -49,17 +45,8 @@ def main(argv: list[str], steps: int = 5, top: int = 40) -> int:
   cfg = (load_config(config[0], over) if config else load_config(
       None, [*reference.SHAPE, "model.segment_len=256", "train.seq_len=256",
              "train.batch_size=4", *over]))
-  tx = make_optimizer(cfg.train)
-  mesh = sharding.make_mesh(cfg.mesh)
-  shardings = state_shardings(cfg, tx, mesh)
-  box = [create_state(cfg, tx, shardings)]
-  step = train_step_cache(cfg, tx, mesh, shardings)
-  batch = sharding.global_batch(mesh, synthetic_batch(cfg), cfg.train.batch_size)
-
-  def run():
-    box[0], metrics = step(box[0], batch)
-    return metrics
-
+  run = real_step(cfg)
+  step = run.step_cache
   for _ in range(3):
     jax.block_until_ready(run())
   # The executable the trace runs (StepCache keeps one per input shape; there is one here).
