@@ -26,7 +26,7 @@ import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from retention_ablation import ROOT, pick_variants, probe  # scripts/ is on sys.path
 CONFIG = "configs/babilong_tiny.yaml"
 
 STAGE2 = ["train.steps=300", "train.learning_rate=1.0e-3", "train.warmup_steps=20",
@@ -59,11 +59,8 @@ def main(argv=None) -> int:
   p.add_argument("--num-samples", type=int, default=100)
   p.add_argument("--variants", default=",".join(VARIANTS))
   args = p.parse_args(argv)
-  names = [v.strip() for v in args.variants.split(",") if v.strip()]
-  unknown = [v for v in names if v not in VARIANTS]
-  if unknown:
-    print(f"error: --variants: unknown {unknown}; expected some of {list(VARIANTS)}",
-          file=sys.stderr)
+  names = pick_variants(args.variants, VARIANTS)
+  if names is None:
     return 2
   needed = list(names)
   for name in names:   # a stage needs the stage it starts from
@@ -85,14 +82,7 @@ def main(argv=None) -> int:
       cmd.append(f"train.init_from={workdir(parent)}")
     print("$", " ".join(cmd[1:]), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)
-  cmd = [sys.executable, os.path.join("scripts", "memory_probe.py"),
-         "--gaps", "0,4,16,64,128,256", "--lengths", "0k,1k,4k,16k",
-         "--num-samples", str(args.num_samples), "--trace-segments", "512",
-         "--seed", str(args.seed), "--output", os.path.join(args.workdir, "probe.json")]
-  for name in names:
-    cmd += ["--checkpoint", workdir(name), "--name", name]
-  print("$", " ".join(cmd[1:]), flush=True)
-  return subprocess.run(cmd, cwd=ROOT, check=False).returncode
+  return probe({name: workdir(name) for name in names}, "0,4,16,64,128,256", args)
 
 
 if __name__ == "__main__":

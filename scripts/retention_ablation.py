@@ -29,6 +29,29 @@ VARIANTS = {
 }
 
 
+def pick_variants(text: str, variants: dict) -> list[str] | None:
+  """The comma-separated names of --variants, or None (after a one-line error) if unknown."""
+  names = [v.strip() for v in text.split(",") if v.strip()]
+  unknown = [v for v in names if v not in variants]
+  if unknown:
+    print(f"error: --variants: unknown {unknown}; expected some of {list(variants)}",
+          file=sys.stderr)
+    return None
+  return names
+
+
+def probe(workdirs: dict[str, str], gaps: str, args) -> int:
+  """scripts/memory_probe.py over {name: workdir}: gap curve, BABILong 0k-16k, the trace."""
+  cmd = [sys.executable, os.path.join("scripts", "memory_probe.py"),
+         "--gaps", gaps, "--lengths", "0k,1k,4k,16k",
+         "--num-samples", str(args.num_samples), "--trace-segments", "512",
+         "--seed", str(args.seed), "--output", os.path.join(args.workdir, "probe.json")]
+  for name, workdir in workdirs.items():
+    cmd += ["--checkpoint", workdir, "--name", name]
+  print("$", " ".join(cmd[1:]), flush=True)
+  return subprocess.run(cmd, cwd=ROOT, check=False).returncode
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--workdir", default=os.path.join(ROOT, "runs", "retention"))
@@ -37,11 +60,8 @@ def main(argv=None) -> int:
   p.add_argument("--num-samples", type=int, default=100)
   p.add_argument("--variants", default=",".join(VARIANTS))
   args = p.parse_args(argv)
-  names = [v.strip() for v in args.variants.split(",") if v.strip()]
-  unknown = [v for v in names if v not in VARIANTS]
-  if unknown:
-    print(f"error: --variants: unknown {unknown}; expected some of {list(VARIANTS)}",
-          file=sys.stderr)
+  names = pick_variants(args.variants, VARIANTS)
+  if names is None:
     return 2
   dirs = []
   for name in names:
@@ -53,14 +73,7 @@ def main(argv=None) -> int:
            workdir, f"train.steps={args.steps}", f"train.seed={args.seed}", *VARIANTS[name]]
     print("$", " ".join(cmd[1:]), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)
-  cmd = [sys.executable, os.path.join("scripts", "memory_probe.py"),
-         "--gaps", "0,4,16,64,256", "--lengths", "0k,1k,4k,16k",
-         "--num-samples", str(args.num_samples), "--trace-segments", "512",
-         "--seed", str(args.seed), "--output", os.path.join(args.workdir, "probe.json")]
-  for name, workdir in zip(names, dirs):
-    cmd += ["--checkpoint", workdir, "--name", name]
-  print("$", " ".join(cmd[1:]), flush=True)
-  return subprocess.run(cmd, cwd=ROOT, check=False).returncode
+  return probe(dict(zip(names, dirs)), "0,4,16,64,256", args)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ def make_memory_trace(model) -> TraceFn:
   `T` must be whole segments; LM2 memories only (an RMT memory sows nothing).
   """
   cfg = model.cfg
-  if cfg.memory.kind != "lm2" or not cfg.num_memory_layers:
+  if not cfg.num_memory_layers:  # 0 for kinds rmt and none
     raise ValueError("memory trace: the model has no LM2 memory "
                      f"(model.memory.kind={cfg.memory.kind})")
   from lm2_jax.model.transformer import init_state  # pylint: disable=g-import-not-at-top
