@@ -28,8 +28,8 @@ def test_features_of_the_sample():
   assert not ac.classify(SAMPLE, "garden", 128)["support_split"]
   assert ac.classify(SAMPLE, "garden", 32)["support_split"]
   # The question's "Mary" is token 154, the answer is predicted at token 166 (the final ":").
-  assert not ac.classify(SAMPLE, "garden", 32)["question_split"]   # both in segment 4
-  assert ac.classify(SAMPLE, "garden", 160)["question_split"]      # segments 0 and 1
+  assert not ac.classify(SAMPLE, "garden", 200)["question_split"]  # both in segment 0
+  assert ac.classify(SAMPLE, "garden", 32)["question_split"]       # segments 4 and 5
 
 
 def test_a_sample_whose_facts_do_not_give_the_target_is_refused():
