@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lm2_jax.config import load_config  # pylint: disable=wrong-import-position
 from lm2_jax.data import babilong as bl  # pylint: disable=wrong-import-position
+from lm2_jax.data.tokenizers import load_tokenizer  # pylint: disable=wrong-import-position
 from lm2_jax.evaluation import answer_classes as ac  # pylint: disable=wrong-import-position
 
 
@@ -32,9 +33,9 @@ def analyse_dir(path: str, segment_len: int | None = None) -> dict:
   if settings.get("data") != "generate":
     raise ValueError(f"{path}: only generated samples can be rebuilt, this folder holds "
                      f"data={settings.get('data')!r}")
-  if segment_len is None:
-    segment_len = load_config(os.path.join(settings["checkpoint"], "config.yaml")
-                              ).model.segment_len
+  cfg = load_config(os.path.join(settings["checkpoint"], "config.yaml"))
+  segment_len = segment_len or cfg.model.segment_len
+  tokenizer = load_tokenizer(cfg.data.tokenizer)   # lengths count this tokenizer's tokens
   result = {}
   for name in sorted(os.listdir(path), key=lambda s: (len(s), s)):
     m = re.fullmatch(r"qa1_(\w+)\.csv", name)
@@ -44,11 +45,12 @@ def analyse_dir(path: str, segment_len: int | None = None) -> dict:
       preds = list(csv.DictReader(f))
     rows = []
     for i, p in enumerate(preds):
-      sample = bl.make_sample("qa1", m.group(1), i, settings.get("seed", 0), "byte",
+      sample = bl.make_sample("qa1", m.group(1), i, settings.get("seed", 0), tokenizer,
                               settings.get("haystack", "default"))
       if (sample["question"], sample["target"]) != (p["question"], p["target"]):
         raise ValueError(f"{path}/{name} row {i}: not the sample its settings rebuild")
-      rows.append(ac.classify(sample, p["output"], segment_len))
+      rows.append(ac.classify(sample, p["output"], segment_len,
+                              None if cfg.data.tokenizer == "byte" else tokenizer))
     result[m.group(1)] = ac.summarize(rows)
   return result
 

@@ -11,6 +11,11 @@ scratch on the default's stream (seed 0):
   steps3x  the same model trained three times as long (1,800 steps, each curriculum stage
            three times as long)
   wide     width 128 (MLP 512) instead of 64, 600 steps
+  bpe      600 steps reading a byte-level BPE of 512 tokens trained on the generated text
+           (`python -m lm2_jax.data.tokenizer_training`): a fact is 6 tokens instead of
+           about 27 bytes, names and rooms are single tokens. Lengths count tokens of each
+           model's own tokenizer (as the paper's do), so 16k means the same number of
+           32-token segments for both, with about three times the text for the BPE.
 Each is evaluated by `eval.py` (qa1 at 0k, 1k, 4k and 16k, free generation, 100 samples per
 cell), then its answers are sorted by `scripts/answer_analysis.py` (correct, a stale room of
 the same actor, another actor's room, ...; accuracy by the number of facts after the
@@ -31,6 +36,7 @@ VARIANTS = {
     "base": ["train.steps=600"],
     "steps3x": ["train.steps=1800", "train.curriculum.stage_steps=450"],
     "wide": ["train.steps=600", "model.width=128", "model.mlp_width=512"],
+    "bpe": ["train.steps=600", "model.vocab_size=512", "data.tokenizer={bpe}"],
 }
 
 
@@ -48,7 +54,13 @@ def main(argv=None) -> int:
   prediction_dirs = []
   for name in names:
     workdir = os.path.join(args.workdir, name)
-    over = VARIANTS[name]
+    bpe = os.path.join(args.workdir, "bpe512", "tokenizer.json")
+    over = [o.format(bpe=bpe) for o in VARIANTS[name]]
+    if any(bpe in o for o in over) and not os.path.exists(bpe):
+      cmd = [sys.executable, "-m", "lm2_jax.data.tokenizer_training", "--output", bpe,
+             "--vocab-size", "512", "--tasks", "qa1", "--num-samples", "2000"]
+      print("$", " ".join(cmd[1:]), flush=True)
+      subprocess.run(cmd, cwd=ROOT, check=True)
     steps = next(int(o.split("=")[1]) for o in over if o.startswith("train.steps="))
     if not os.path.isdir(os.path.join(workdir, "checkpoints", str(steps))):
       cmd = [sys.executable, "train.py", "--config", CONFIG, "--workdir", workdir,

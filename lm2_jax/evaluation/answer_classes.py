@@ -8,8 +8,8 @@ used no fact at all), or no room. `summarize` adds the splits that separate the 
 accuracy by the number of facts after the supporting one, and how often the answer is the
 room of the story's last fact (what a pure recency heuristic answers every time).
 
-Positions count bytes of the compact prompt behind a BOS token (the byte tokenizer of the
-embedded default), which is what the two boundary features need: `support_split`, the
+Positions count tokens of the compact prompt behind a BOS token, which is what the two
+boundary features need: `support_split`, the
 supporting fact's actor and room fall into different segments (the binding had to be made
 across a memory write), and `question_split`, the question's actor lies in an earlier
 segment than the position that predicts the answer (the query had to cross one too).
@@ -36,12 +36,16 @@ def story_moves(text: str) -> list[tuple[str, str, int, int]]:
   return [(m.group(1), m.group(2), m.start(2), m.end(2)) for m in _MOVE.finditer(text)]
 
 
-def classify(sample: dict, output: str, segment_len: int) -> dict:
+def classify(sample: dict, output: str, segment_len: int, tokenizer=None) -> dict:
   """The class of `output` for a qa1 `sample` ({"input", "question", "target"}) and features.
 
   Raises ValueError when the facts found in the input do not give the sample's target (not
-  a qa1 sample, or background text that imitates a fact).
+  a qa1 sample, or background text that imitates a fact). Positions are tokens of
+  `tokenizer` (default bytes) after the BOS token; for a BPE, the tokens of the text before
+  the position (exact up to a merge across it).
   """
+  position = ((lambda i: i + 1) if tokenizer is None
+              else (lambda i: len(tokenizer.encode(prompt[:i])) + 1))
   text = sample["input"].strip()
   moves = story_moves(text)
   actor = sample["question"].split()[-1].rstrip("?")
@@ -52,8 +56,9 @@ def classify(sample: dict, output: str, segment_len: int) -> dict:
   words = re.findall(r"[a-z]+", output.lower())
   answer = words[0] if words else ""
   support = max(i for i, (a, _, _, _) in enumerate(moves) if a == actor)
-  actor_start = text.rfind(actor, 0, moves[support][2]) + 1  # + 1: the BOS token
-  room_end = moves[support][3]  # the room's last byte, after the BOS shift
+  prompt = COMPACT_TEMPLATE.format(input=text, question=sample["question"])
+  actor_start = position(text.rfind(actor, 0, moves[support][2]))
+  room_end = position(moves[support][3] - 1)   # the room's last byte
   if answer == sample["target"]:
     kind = "correct"
   elif answer in own:
@@ -64,9 +69,8 @@ def classify(sample: dict, output: str, segment_len: int) -> dict:
     kind = "unmentioned room"
   else:
     kind = "not a room"
-  prompt = COMPACT_TEMPLATE.format(input=text, question=sample["question"])
-  asked_at = prompt.rfind(actor) + 1   # the question's actor; the answer is predicted at the
-  answered_at = len(prompt)            # prompt's last token (both after the BOS token)
+  asked_at = position(prompt.rfind(actor))     # the question's actor; the answer is
+  answered_at = position(len(prompt) - 1)       # predicted at the prompt's last token
   return {"class": kind, "answer": answer, "moves_of_actor": len(own),
           "facts_after_support": len(moves) - 1 - support,
           "answer_is_last_room": answer == moves[-1][1],
