@@ -101,10 +101,10 @@ def eval_batches(cfg: Config, tokenizer: Tokenizer, *, shard_index: int = 0,
                  shard_count: int = 1) -> dict[int, list[Batch]]:
   """The held-out set, by segment count: this host's rows of each evaluation batch.
 
-  BABILong: train.eval_samples samples per count, from streams whose seeds no training
-  stream uses; the loss and accuracy are on the answer. Other sources: the first
-  sequences of data.eval_paths at the longest length, every token scored; none without
-  eval_paths.
+  Kinds with answers (BABILong): train.eval_samples samples per count, from streams whose
+  seeds no training stream uses; the loss and accuracy are on the answer. Other kinds: the
+  first sequences of data.eval_paths at the longest length, every token scored; none
+  without eval_paths (lm2_jax/data/kinds.py).
   """
   t = cfg.train
   kind = data_kinds.of(cfg.data)
