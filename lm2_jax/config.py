@@ -18,6 +18,9 @@ from typing import Any, Literal, Sequence
 
 import yaml
 
+from lm2_jax.data import kinds as data_kinds
+from lm2_jax.data.errors import DataError
+
 
 class ConfigError(ValueError):
   """A configuration that cannot be used; the message names the key and what was expected."""
@@ -243,9 +246,8 @@ class MeshConfig:
 class DataConfig:
   """Where training batches come from (docs/data.md describes the formats)."""
 
-  # babilong: generated on the fly; text: .txt/.jsonl/.parquet documents; tokens:
-  # pre-tokenised .bin/.npy shards; tfds: a TFDS dataset prepared as ArrayRecord.
-  kind: Literal["babilong", "text", "tokens", "tfds"] = "babilong"
+  # Where batches come from: a name in lm2_jax/data/kinds.py's KINDS (docs/training.md).
+  kind: data_kinds.KindName = "babilong"
   # Files or folders (text, tokens); held-out files for the validation loss.
   paths: tuple[str, ...] = ()
   eval_paths: tuple[str, ...] = ()
@@ -412,20 +414,11 @@ def check_batch_split(t: TrainConfig, row_axes: dict[str, int],
 
 
 def _validate_data(d: DataConfig, need):
-  if d.kind in ("text", "tokens"):
-    need(bool(d.paths), "data.paths", f"data.kind={d.kind} needs at least one file or folder")
-  if d.kind == "tfds":
-    need(bool(d.tfds_name), "data.tfds_name", "data.kind=tfds needs a dataset name or folder")
-  if d.kind == "babilong":
-    from lm2_jax.data.babilong import TASKS, parse_length  # pylint: disable=g-import-not-at-top
-    need(bool(d.tasks), "data.tasks", "data.kind=babilong needs at least one task")
-    for i, task in enumerate(d.tasks):
-      need(task in TASKS, f"data.tasks[{i}]", f"got {task!r}, expected one of qa1..qa10")
-    for i, length in enumerate(d.lengths):
-      try:
-        parse_length(length)
-      except ValueError as e:
-        need(False, f"data.lengths[{i}]", str(e))
+  try:
+    kind = data_kinds.of(d)
+  except DataError as e:
+    raise ConfigError(str(e)) from None
+  kind.validate(d, need)
   need(d.num_threads >= 0, "data.num_threads", f"must be >= 0, got {d.num_threads}")
   need(d.max_gap_segments >= 0, "data.max_gap_segments",
        f"must be >= 0, got {d.max_gap_segments}")

@@ -26,6 +26,7 @@ from lm2_jax import sharding
 from lm2_jax.cli import human
 from lm2_jax.config import Config, ConfigError, load_config
 from lm2_jax.data import babilong as data_babilong
+from lm2_jax.data import kinds as data_kinds
 from lm2_jax.data.errors import DataError
 from lm2_jax.data.haystack import load_haystack
 from lm2_jax.data.tokenizers import check_vocab, load_tokenizer
@@ -301,7 +302,7 @@ def _execute(plan: TaskPlan, ecfg: EvalConfig, models: list[Model], out: Outputs
 
 def _babilong(ecfg: EvalConfig, models: list[Model], out: Outputs) -> TaskPlan:
   cfg0 = models[0].cfg
-  trained = list(cfg0.data.tasks) if cfg0.data.kind == "babilong" else []
+  trained = list(data_kinds.of(cfg0.data).tasks(cfg0.data))
   tasks = ev_babilong.parse_tasks(ecfg.tasks or trained or DEFAULT_BABILONG_TASKS)
   lengths = ev_babilong.parse_lengths(ecfg.lengths or
                                       ev_babilong.default_lengths(cfg0.train.seq_len))

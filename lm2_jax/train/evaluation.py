@@ -20,6 +20,7 @@ from jax.sharding import Mesh
 
 from lm2_jax import sharding
 from lm2_jax.config import Config
+from lm2_jax.data import kinds as data_kinds
 from lm2_jax.model import build_model
 from lm2_jax.model.trace import make_memory_trace
 from lm2_jax.train.step import eval_step_cache
@@ -37,7 +38,7 @@ class Evaluator:
   def __init__(self, cfg: Config, mesh: Mesh, param_shardings: Any,
                batches: dict[int, list[dict[str, np.ndarray]]]):
     self.cfg, self.mesh = cfg, mesh
-    self.babilong = cfg.data.kind == "babilong"
+    self.answers = data_kinds.of(cfg.data).has_answers
     self.batches = batches
     self.step = eval_step_cache(cfg, mesh, param_shardings)
     self.trace = None
@@ -57,7 +58,7 @@ class Evaluator:
         totals = out if totals is None else jax.tree.map(lambda a, b: a + b, totals, out)
       totals = jax.device_get(totals)
       loss = float(totals["ce"] / max(totals["weight"], 1.0))
-      if self.babilong:
+      if self.answers:
         results[f"answer_loss_{segments}seg"] = loss
         results[f"answer_accuracy_{segments}seg"] = float(
             totals["rows_correct"] / max(totals["rows"], 1.0))

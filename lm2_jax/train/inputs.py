@@ -20,8 +20,7 @@ import grain
 import numpy as np
 
 from lm2_jax.config import Config, ConfigError
-from lm2_jax.data.babilong import make_babilong_dataset
-from lm2_jax.data.pretrain import make_lm_dataset
+from lm2_jax.data import kinds as data_kinds
 from lm2_jax.data.tokenizers import Tokenizer
 from lm2_jax.train.curriculum import Curriculum
 
@@ -36,29 +35,6 @@ _TRAIN, _EVAL = 0, 1
 
 def stream_seed(seed: int, purpose: int, segments: int) -> int:
   return (seed * 2 + purpose) * 4096 + segments
-
-
-def make_stream(cfg: Config, tokenizer: Tokenizer, *, seq_len: int, batch_size: int, seed: int,
-                shard_index: int, shard_count: int, paths: tuple[str, ...] | None = None,
-                repeat: bool = True) -> grain.IterDataset:
-  """Batches of `seq_len` tokens from the configured source (docs/data.md)."""
-  d = cfg.data
-  if d.kind == "babilong":
-    return make_babilong_dataset(d.tasks, d.lengths or None, tokenizer, seq_len, batch_size,
-                                 seed=seed, shard_index=shard_index, shard_count=shard_count,
-                                 haystack=d.haystack, num_threads=d.num_threads,
-                                 end_jitter=cfg.model.segment_len if d.random_offset else 0,
-                                 max_gap=d.max_gap_segments * cfg.model.segment_len,
-                                 questions=d.questions_per_sequence)
-  source: Any = list(paths if paths is not None else d.paths)
-  if d.kind == "tfds" and paths is None:
-    source = f"tfds:{d.tfds_name}"
-  return make_lm_dataset(source, tokenizer, seq_len, batch_size, seed=seed % 2**32,
-                         shard_index=shard_index, shard_count=shard_count,
-                         shuffle=d.shuffle and repeat, num_epochs=None if repeat else 1,
-                         text_key=d.text_key, split=d.split,
-                         tfds_data_dir=d.tfds_data_dir or None, token_dtype=d.token_dtype,
-                         num_threads=d.num_threads)
 
 
 def score_all_tokens(batch: Batch, pad_id: int) -> Batch:
@@ -93,10 +69,10 @@ class TrainInput(grain.DatasetIterator):
   def _stream(self, segments: int) -> grain.DatasetIterator:
     if segments not in self._streams:
       seed = stream_seed(self.cfg.train.seed + self.reseed * 7919, _TRAIN, segments)
-      ds = make_stream(self.cfg, self.tokenizer,
-                       seq_len=segments * self.cfg.model.segment_len + 1,
-                       batch_size=self.local_batch, seed=seed, shard_index=self.shard_index,
-                       shard_count=self.shard_count)
+      ds = data_kinds.of(self.cfg.data).train_stream(
+          self.cfg, self.tokenizer, seq_len=segments * self.cfg.model.segment_len + 1,
+          batch_size=self.local_batch, seed=seed, shard_index=self.shard_index,
+          shard_count=self.shard_count)
       self._streams[segments] = iter(ds)
     return self._streams[segments]
 
@@ -125,27 +101,26 @@ def eval_batches(cfg: Config, tokenizer: Tokenizer, *, shard_index: int = 0,
                  shard_count: int = 1) -> dict[int, list[Batch]]:
   """The held-out set, by segment count: this host's rows of each evaluation batch.
 
-  BABILong: train.eval_samples samples per count, from streams whose seeds no training
-  stream uses; the loss and accuracy are on the answer. Other sources: the first
-  sequences of data.eval_paths at the longest length, every token scored; none without
-  eval_paths.
+  Kinds with answers (BABILong): train.eval_samples samples per count, from streams whose
+  seeds no training stream uses; the loss and accuracy are on the answer. Other kinds: the
+  first sequences of data.eval_paths at the longest length, every token scored; none
+  without eval_paths (lm2_jax/data/kinds.py).
   """
-  t, d = cfg.train, cfg.data
-  if d.kind != "babilong" and not d.eval_paths:
+  t = cfg.train
+  kind = data_kinds.of(cfg.data)
+  if not kind.evaluates(cfg.data):
     return {}
   local = t.eval_batch_size // shard_count
   count = -(-t.eval_samples // t.eval_batch_size)
-  most = t.seq_len // cfg.model.segment_len
-  counts = t.eval_segments or (Curriculum(cfg).stages[-1],)
-  if d.kind != "babilong":
-    counts = (most,)
+  if kind.has_answers:
+    counts = t.eval_segments or (Curriculum(cfg).stages[-1],)
+  else:
+    counts = (t.seq_len // cfg.model.segment_len,)
   out = {}
   for n in counts:
-    ds = make_stream(cfg, tokenizer, seq_len=n * cfg.model.segment_len + 1, batch_size=local,
-                     seed=stream_seed(t.seed, _EVAL, n), shard_index=shard_index,
-                     shard_count=shard_count,
-                     paths=None if d.kind == "babilong" else d.eval_paths,
-                     repeat=d.kind == "babilong")
+    ds = kind.eval_stream(cfg, tokenizer, seq_len=n * cfg.model.segment_len + 1,
+                          batch_size=local, seed=stream_seed(t.seed, _EVAL, n),
+                          shard_index=shard_index, shard_count=shard_count)
     batches = []
     for batch in ds:
       batches.append({"tokens": np.asarray(batch["tokens"], np.int32),

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 
 from lm2_jax import checkpoint, sharding
 from lm2_jax.config import Config
+from lm2_jax.data import kinds as data_kinds
 from lm2_jax.summary import count_params, describe_memory
 from lm2_jax.train import distributed, preflight
 from lm2_jax.train.evaluation import Evaluator
@@ -72,8 +73,7 @@ def _describe(cfg: Config, mesh, peak_note: str) -> list[str]:
       f"mesh: {shape} over {mesh.size} {mesh.devices.flat[0].platform} device(s) in "
       f"{jax.process_count()} process(es); batch {t.batch_size} x up to {t.seq_len} tokens"
       + (f" in {t.microbatches} micro-batches" if t.microbatches > 1 else ""),
-      f"data: {cfg.data.kind}" + (f" {','.join(cfg.data.tasks)}" if cfg.data.kind == "babilong"
-                                  else "") + f", tokenizer {cfg.data.tokenizer}",
+      f"data: {data_kinds.of(cfg.data).describe(cfg.data)}, tokenizer {cfg.data.tokenizer}",
       f"MFU peak: {peak_note}",
   ]
 
@@ -98,8 +98,7 @@ def run(cfg: Config, workdir: str, *, devices=None, stream=None,
   cfg = preflight.resolve_tokenizer(cfg, workdir)
   tokenizer = preflight.check_data(cfg)
   mesh = sharding.make_mesh(cfg.mesh, devices)
-  evaluates = t.eval_samples > 0 and (cfg.data.kind == "babilong"
-                                      or bool(cfg.data.eval_paths))
+  evaluates = t.eval_samples > 0 and data_kinds.of(cfg.data).evaluates(cfg.data)
   preflight.check_batch(cfg, mesh, evaluates)
   preflight.check_init_from(cfg)
   preflight.check_workdir(workdir)

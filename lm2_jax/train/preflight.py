@@ -17,6 +17,7 @@ from jax.sharding import Mesh
 
 from lm2_jax import checkpoint, sharding
 from lm2_jax.config import Config, ConfigError, check_batch_split, replace
+from lm2_jax.data import kinds as data_kinds
 from lm2_jax.data.errors import DataError
 from lm2_jax.data.tokenizers import Tokenizer, check_vocab, load_tokenizer
 from lm2_jax.lock import LockedError, RunLock
@@ -71,18 +72,6 @@ def resolve_tokenizer(cfg: Config, workdir: str) -> Config:
   return cfg
 
 
-def _check_paths(key: str, paths, extensions, text_key: str | None = None) -> None:
-  """Every path exists; with `text_key`, the first document of every text file reads."""
-  from lm2_jax.data.documents import check_first_records, expand_paths  # pylint: disable=g-import-not-at-top
-  for i, path in enumerate(paths):
-    try:
-      expand_paths([path], extensions)
-      if text_key is not None:
-        check_first_records([path], text_key)
-    except DataError as e:
-      raise ConfigError(f"{key}[{i}]: {e}") from None
-
-
 def check_data(cfg: Config) -> Tokenizer:
   """The tokenizer loads and fits model.vocab_size; the data sources exist. Returns it."""
   d = cfg.data
@@ -95,29 +84,10 @@ def check_data(cfg: Config) -> Tokenizer:
   except ValueError as e:
     raise ConfigError(f"data.tokenizer={d.tokenizer} and model.vocab_size="
                       f"{cfg.model.vocab_size} do not fit: {e}") from None
-  from lm2_jax.data.documents import TEXT_EXTENSIONS  # pylint: disable=g-import-not-at-top
-  from lm2_jax.data.pretrain import SHARD_EXTENSIONS  # pylint: disable=g-import-not-at-top
-  if d.kind == "text":
-    _check_paths("data.paths", d.paths, TEXT_EXTENSIONS, d.text_key)
-  if d.kind == "tokens":
-    _check_paths("data.paths", d.paths, SHARD_EXTENSIONS)
-  if d.eval_paths:
-    if d.kind == "tokens":
-      _check_paths("data.eval_paths", d.eval_paths, SHARD_EXTENSIONS)
-    else:
-      _check_paths("data.eval_paths", d.eval_paths, TEXT_EXTENSIONS, d.text_key)
-  if d.kind == "babilong":
-    from lm2_jax.data.haystack import load_haystack  # pylint: disable=g-import-not-at-top
-    try:
-      load_haystack(d.haystack)
-    except DataError as e:
-      raise ConfigError(f"data.haystack: {e}") from None
-  if d.kind == "tfds":
-    from lm2_jax.data.pretrain import TfdsTextSource  # pylint: disable=g-import-not-at-top
-    try:
-      TfdsTextSource(d.tfds_name, d.split, d.tfds_data_dir or None, d.text_key)
-    except DataError as e:
-      raise ConfigError(f"data.tfds_name: {e}") from None
+  try:
+    data_kinds.of(d).check(d)
+  except DataError as e:
+    raise ConfigError(str(e)) from None
   return tokenizer
 
 
