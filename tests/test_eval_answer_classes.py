@@ -49,4 +49,5 @@ def test_recency_answers_score_exactly_the_last_room_share_on_generated_samples(
   assert lo <= summary["classes"]["correct"]["rate"] <= hi
   # Whenever the supporting fact is the last one, recency is right.
   assert summary["accuracy_by_facts_after_support"]["0"]["rate"] == 1.0
+  assert summary["accuracy_by_support_is_last_fact"]["True"]["rate"] == 1.0
   assert sum(c["n"] for c in summary["accuracy_by_facts_after_support"].values()) == 40

@@ -98,6 +98,7 @@ def summarize(rows: Sequence[dict]) -> dict:
   split("accuracy_by_moves_of_actor", lambda r: "1" if r["moves_of_actor"] == 1 else "2+")
   split("accuracy_by_facts_after_support",
         lambda r: str(r["facts_after_support"]) if r["facts_after_support"] < 3 else "3+")
+  split("accuracy_by_support_is_last_fact", lambda r: r["facts_after_support"] == 0)
   split("accuracy_by_support_split", lambda r: r["support_split"])
   split("accuracy_by_question_split", lambda r: r["question_split"])
   out["answers_last_room"] = _cell(sum(r["answer_is_last_room"] for r in rows), n)
