@@ -16,6 +16,10 @@ scratch on the default's stream (seed 0):
            about 27 bytes, names and rooms are single tokens. Lengths count tokens of each
            model's own tokenizer (as the paper's do), so 16k means the same number of
            32-token segments for both, with about three times the text for the BPE.
+  hard     600 steps on a stream where half the samples are redrawn until the fact just
+           before the question does not hold the answer (`data.hard_questions=0.5`): the
+           "last room mentioned" is then right for about 30% of the training answers
+           instead of 60%, so the loss rewards binding an actor to a room.
 Each is evaluated by `eval.py` (qa1 at 0k, 1k, 4k and 16k, free generation, 100 samples per
 cell), then its answers are sorted by `scripts/answer_analysis.py` (correct, a stale room of
 the same actor, another actor's room, ...; accuracy by the number of facts after the
@@ -37,6 +41,7 @@ VARIANTS = {
     "steps3x": ["train.steps=1800", "train.curriculum.stage_steps=450"],
     "wide": ["train.steps=600", "model.width=128", "model.mlp_width=512"],
     "bpe": ["train.steps=600", "model.vocab_size=512", "data.tokenizer={bpe}"],
+    "hard": ["train.steps=600", "data.hard_questions=0.5"],
 }
 
 

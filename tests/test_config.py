@@ -96,3 +96,9 @@ def test_memory_kind_and_its_former_name_enabled(tmp_path):
     text = f.read()
   assert "kind: lm2" in text and "enabled" not in text
   assert load_config(path) == load_config(on)
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1.5"])
+def test_hard_questions_must_be_a_fraction(value):
+  with pytest.raises(ConfigError, match=rf"^data\.hard_questions: must be a fraction in \[0, 1\], got {value}"):
+    load_config(None, [f"data.hard_questions={value}"])

@@ -146,7 +146,8 @@ class Babilong(DataKind):
                                  haystack=d.haystack, num_threads=d.num_threads,
                                  end_jitter=segment_len if d.random_offset else 0,
                                  max_gap=d.max_gap_segments * segment_len,
-                                 questions=d.questions_per_sequence)
+                                 questions=d.questions_per_sequence,
+                                 hard_questions=d.hard_questions)
 
   def eval_stream(self, cfg: Config, tokenizer: Tokenizer, **where: Any) -> grain.IterDataset:
     return self.train_stream(cfg, tokenizer, **where)

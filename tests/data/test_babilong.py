@@ -337,3 +337,31 @@ def test_several_stories_per_sequence_score_every_answer_against_the_whole_strea
       assert solve(facts, question) == tok.decode(tokens[a:b - 1]).strip()
       start = b
   assert min(counts) >= 1 and max(counts) == 4 and len(set(counts)) >= 3
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
+def test_hard_questions_take_the_answer_out_of_the_last_fact(fraction):
+  """hard_questions: that share of the samples asks about someone the last fact does not
+  place in the answer's room (the "last room mentioned" shortcut fails on them); answers stay
+  right, and the default stream is unchanged (exact resume of older runs)."""
+  tok = ByteTokenizer()
+  ds = make_babilong_dataset(["qa1"], None, tok, seq_len=512, batch_size=64, seed=4,
+                             end_jitter=32, hard_questions=fraction)
+  batch = next(iter(ds))
+  in_last = 0
+  for tokens, mask in zip(batch["tokens"], batch["loss_mask"]):
+    context, question = re.search(r"^(.*) Question: (.*?) Answer:",
+                                  tok.decode(tokens)).groups()
+    facts = hidden_facts(context)
+    answer = tok.decode(tokens[mask == 1]).strip()
+    assert solve(facts, question) == answer
+    in_last += answer in facts[-1]
+  if fraction == 0.0:
+    plain = next(iter(make_babilong_dataset(["qa1"], None, tok, seq_len=512, batch_size=64,
+                                            seed=4, end_jitter=32)))
+    np.testing.assert_array_equal(batch["tokens"], plain["tokens"])
+    assert in_last > 64 * 0.4   # as drawn, the last fact holds the answer most of the time
+  elif fraction == 1.0:
+    assert in_last == 0
+  else:
+    assert 64 * 0.1 < in_last < 64 * 0.5

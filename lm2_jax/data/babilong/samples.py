@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Callable, Iterator, Sequence
 
 from lm2_jax.data import babi
 from lm2_jax.data.babilong.lengths import PROMPT_RESERVE, input_budget
@@ -124,16 +125,20 @@ def _assemble(facts: Sequence[str], budget: int, tokenizer: Tokenizer,
 
 def _build(task: str, index: int, seed: int, tokenizer: Tokenizer, haystack: Haystack, *,
            budget: int | None, fill: bool, split: str, overhead=None,
-           stats: dict | None = None, gap: int | None = None) -> dict:
+           stats: dict | None = None, gap: int | None = None,
+           accept: Callable[[babi.BabiSample], bool] | None = None) -> dict:
   """The sample for (task, index): a story that fits ``budget``, padded with background.
 
-  Stories whose facts do not fit are redrawn (as the published data drops them); ``stats``,
-  when given, counts the redraws under "redrawn".
+  Stories whose facts do not fit are redrawn (as the published data drops them), and so are
+  stories ``accept`` (when given) refuses; ``stats``, when given, counts the redraws under
+  "redrawn".
   """
   for attempt in range(_MAX_ATTEMPTS):
     if stats is not None and attempt:
       stats["redrawn"] = stats.get("redrawn", 0) + 1
     story = babi.generate_sample(task, _rng(seed, split, "story", task, index, attempt))
+    if accept is not None and not accept(story):
+      continue
     limit = budget
     if limit is not None and overhead is not None:
       limit -= overhead(story)
@@ -151,6 +156,12 @@ def _build(task: str, index: int, seed: int, tokenizer: Tokenizer, haystack: Hay
     return {"input": text, "question": story.question, "target": story.answer}
   raise ValueError(f"{task}: no story fits in {budget} tokens after {_MAX_ATTEMPTS} draws; "
                    "use a longer length")
+
+
+def answer_not_in_last_fact(story: babi.BabiSample) -> bool:
+  """True when the fact just before the question does not contain the answer's words."""
+  last = set(re.findall(r"[a-z]+", story.facts[-1].lower())) if story.facts else set()
+  return not set(re.findall(r"[a-z]+", story.answer.lower())) <= last
 
 
 def make_sample(task: str, length: str | int, index: int, seed: int = 0,

@@ -16,7 +16,8 @@ import numpy as np
 from lm2_jax.data import babi
 from lm2_jax.data.babilong.lengths import PROMPT_RESERVE, input_budget, length_name, parse_length
 from lm2_jax.data.babilong.prompts import COMPACT_TEMPLATE, format_training_example
-from lm2_jax.data.babilong.samples import _build, _count, _rng, make_sample
+from lm2_jax.data.babilong.samples import (_build, _count, _rng, answer_not_in_last_fact,
+                                          make_sample)
 from lm2_jax.data.haystack import Haystack, load_haystack
 from lm2_jax.data.tokenizers import ByteTokenizer, Tokenizer, load_tokenizer
 
@@ -110,16 +111,19 @@ class _TrainingSource:
   for every distance up to it rather than mostly short ones. ``questions`` > 1 fills a
   record with 1..questions stories one after the other, each closed by its question and
   answer (all scored): one long sequence then asks many questions at many distances, and
-  the memory must also let a later story overwrite an earlier one.
+  the memory must also let a later story overwrite an earlier one. A fraction
+  ``hard_questions`` of the stories is redrawn until the fact just before the question does
+  not contain the answer: on those, "the last room mentioned" is wrong.
   """
 
   def __init__(self, tasks, lengths, tokenizer, haystack, seq_len, seed, add_bos,
-               end_jitter=0, max_gap=0, questions=1):
+               end_jitter=0, max_gap=0, questions=1, hard_questions=0.0):
     self.tasks = tuple(babi.check_task(t) for t in tasks)
     self.lengths = tuple(min(parse_length(x), seq_len) for x in lengths)
     self.tokenizer, self.haystack = tokenizer, haystack
     self.seq_len, self.seed, self.add_bos = seq_len, seed, add_bos
     self.end_jitter, self.max_gap, self.questions = end_jitter, max_gap, questions
+    self.hard_questions = hard_questions
     # Boundary effects of subword tokenizers can add a token where prompt parts meet.
     self.slack = 0 if isinstance(tokenizer, ByteTokenizer) else 3
 
@@ -136,8 +140,10 @@ class _TrainingSource:
     gap = None
     if self.max_gap:
       gap = int(math.exp(pick.uniform(0.0, math.log(self.max_gap + 1)))) - 1
+    hard = self.hard_questions > 0 and pick.random() < self.hard_questions
     return _build(pick.choice(self.tasks), index, self.seed, self.tokenizer, self.haystack,
-                  budget=budget, fill=fill, split="train", overhead=self._overhead, gap=gap)
+                  budget=budget, fill=fill, split="train", overhead=self._overhead, gap=gap,
+                  accept=answer_not_in_last_fact if hard else None)
 
   def __getitem__(self, i: int) -> dict:
     i = int(i)
@@ -174,7 +180,7 @@ def make_babilong_dataset(tasks: Sequence[str], lengths: Sequence[str | int] | N
                           seed: int = 0, shard_index: int = 0, shard_count: int = 1,
                           haystack: Haystack | str | None = None, add_bos: bool = True,
                           num_threads: int = 0, end_jitter: int = 0, max_gap: int = 0,
-                          questions: int = 1):
+                          questions: int = 1, hard_questions: float = 0.0):
   """An endless Grain stream of BABILong training batches in the compact template.
 
   Each batch is ``{"tokens": int32[batch_size, seq_len], "loss_mask": float32[batch_size,
@@ -184,7 +190,8 @@ def make_babilong_dataset(tasks: Sequence[str], lengths: Sequence[str | int] | N
   facts alone; ``None`` means ``[seq_len]``) and fills that many tokens — prompt, answer and
   special tokens included — so nothing is ever cut. ``end_jitter`` and ``max_gap`` vary where
   the question ends and how far the last fact lies before it, ``questions`` how many stories
-  one sequence may hold (``_TrainingSource``). Building
+  one sequence may hold, ``hard_questions`` how often the fact before the question must not
+  hold the answer (``_TrainingSource``). Building
   the dataset costs nothing, so a curriculum can make one per sequence length. Host
   ``shard_index`` of ``shard_count`` reads records shard_index, shard_index + shard_count,
   ...; ``iterator.get_state()`` / ``set_state()`` resume exactly. Draws use the "train"
@@ -196,7 +203,8 @@ def make_babilong_dataset(tasks: Sequence[str], lengths: Sequence[str | int] | N
     raise ValueError(f"shard_index={shard_index} must be in [0, shard_count={shard_count})")
   tokenizer = load_tokenizer(tokenizer)
   source = _TrainingSource(tasks, lengths or (seq_len,), tokenizer, load_haystack(haystack),
-                           seq_len, seed, add_bos, end_jitter, max_gap, questions)
+                           seq_len, seed, add_bos, end_jitter, max_gap, questions,
+                           hard_questions)
   ds = grain.MapDataset.source(source)[shard_index::shard_count]
   read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(2 * batch_size, 1))
   return ds.to_iter_dataset(read).batch(batch_size, drop_remainder=True)
