@@ -10,6 +10,7 @@ scratch on the default's stream (seed 0):
   base     the embedded default (600 steps)
   steps3x  the same model trained three times as long (1,800 steps, each curriculum stage
            three times as long)
+  steps6x  3,600 steps (each curriculum stage six times as long)
   wide     width 128 (MLP 512) instead of 64, 600 steps
   bpe      600 steps reading a byte-level BPE of 512 tokens trained on the generated text
            (`python -m lm2_jax.data.tokenizer_training`): a fact is 6 tokens instead of
@@ -39,6 +40,7 @@ CONFIG = "configs/babilong_tiny.yaml"
 VARIANTS = {
     "base": ["train.steps=600"],
     "steps3x": ["train.steps=1800", "train.curriculum.stage_steps=450"],
+    "steps6x": ["train.steps=3600", "train.curriculum.stage_steps=900"],
     "wide": ["train.steps=600", "model.width=128", "model.mlp_width=512"],
     "bpe": ["train.steps=600", "model.vocab_size=512", "data.tokenizer={bpe}"],
     "hard": ["train.steps=600", "data.hard_questions=0.5"],
