@@ -44,9 +44,12 @@ def classify(sample: dict, output: str, segment_len: int, tokenizer=None) -> dic
   `tokenizer` (default bytes) after the BOS token; for a BPE, the tokens of the text before
   the position (exact up to a merge across it).
   """
-  position = ((lambda i: i + 1) if tokenizer is None
-              else (lambda i: len(tokenizer.encode(prompt[:i])) + 1))
   text = sample["input"].strip()
+  prompt = COMPACT_TEMPLATE.format(input=text, question=sample["question"])
+
+  def position(i: int) -> int:   # the token holding character i of the prompt, BOS first
+    return i + 1 if tokenizer is None else len(tokenizer.encode(prompt[:i])) + 1
+
   moves = story_moves(text)
   actor = sample["question"].split()[-1].rstrip("?")
   own = [room for a, room, _, _ in moves if a == actor]
@@ -56,7 +59,6 @@ def classify(sample: dict, output: str, segment_len: int, tokenizer=None) -> dic
   words = re.findall(r"[a-z]+", output.lower())
   answer = words[0] if words else ""
   support = max(i for i, (a, _, _, _) in enumerate(moves) if a == actor)
-  prompt = COMPACT_TEMPLATE.format(input=text, question=sample["question"])
   actor_start = position(text.rfind(actor, 0, moves[support][2]))
   room_end = position(moves[support][3] - 1)   # the room's last byte
   if answer == sample["target"]:
