@@ -29,12 +29,11 @@ supporting one). A rerun reuses finished trainings and evaluations.
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
 
-from retention_ablation import ROOT, pick_variants  # scripts/ is on sys.path
+from retention_ablation import ROOT, ablation_parser, pick_variants, steps_of  # scripts/ is on sys.path
 
 CONFIG = "configs/babilong_tiny.yaml"
 VARIANTS = {
@@ -48,12 +47,8 @@ VARIANTS = {
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--workdir", default=os.path.join(ROOT, "runs", "binding"))
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--num-samples", type=int, default=100)
+  p = ablation_parser(__doc__, "binding", VARIANTS)
   p.add_argument("--lengths", default="0k,1k,4k,16k")
-  p.add_argument("--variants", default=",".join(VARIANTS))
   args = p.parse_args(argv)
   names = pick_variants(args.variants, VARIANTS)
   if names is None:
@@ -68,7 +63,7 @@ def main(argv=None) -> int:
              "--vocab-size", "512", "--tasks", "qa1", "--num-samples", "2000"]
       print("$", " ".join(cmd[1:]), flush=True)
       subprocess.run(cmd, cwd=ROOT, check=True)
-    steps = next(int(o.split("=")[1]) for o in over if o.startswith("train.steps="))
+    steps = steps_of(over)
     if not os.path.isdir(os.path.join(workdir, "checkpoints", str(steps))):
       cmd = [sys.executable, "train.py", "--config", CONFIG, "--workdir", workdir,
              f"train.seed={args.seed}", "train.eval_samples=0", *over]

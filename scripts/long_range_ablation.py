@@ -21,12 +21,11 @@ reuses finished trainings. Each training takes 10-20 minutes on a shared 2-core 
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
 
-from retention_ablation import ROOT, pick_variants, probe  # scripts/ is on sys.path
+from retention_ablation import ROOT, ablation_parser, pick_variants, probe, steps_of  # scripts/ is on sys.path
 CONFIG = "configs/babilong_tiny.yaml"
 
 STAGE2 = ["train.steps=300", "train.learning_rate=1.0e-3", "train.warmup_steps=20",
@@ -53,12 +52,7 @@ VARIANTS = {
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--workdir", default=os.path.join(ROOT, "runs", "long_range"))
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--num-samples", type=int, default=100)
-  p.add_argument("--variants", default=",".join(VARIANTS))
-  args = p.parse_args(argv)
+  args = ablation_parser(__doc__, "long_range", VARIANTS).parse_args(argv)
   names = pick_variants(args.variants, VARIANTS)
   if names is None:
     return 2
@@ -73,7 +67,7 @@ def main(argv=None) -> int:
 
   for name in needed:
     parent, over = VARIANTS[name]
-    steps = next(int(o.split("=")[1]) for o in over if o.startswith("train.steps="))
+    steps = steps_of(over)
     if os.path.isdir(os.path.join(workdir(name), "checkpoints", str(steps))):
       continue
     cmd = [sys.executable, "train.py", "--config", CONFIG, "--workdir", workdir(name),

@@ -29,10 +29,38 @@ VARIANTS = {
 }
 
 
+def ablation_parser(doc: str, workdir: str, variants: dict) -> argparse.ArgumentParser:
+  """The options every ablation script takes: --workdir, --seed, --num-samples, --variants."""
+  p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+  p.add_argument("--workdir", default=os.path.join(ROOT, "runs", workdir))
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--num-samples", type=int, default=100)
+  p.add_argument("--variants", default=",".join(variants))
+  return p
+
+
+def steps_of(overrides: list[str]) -> int:
+  """The train.steps=N among a variant's overrides."""
+  return next(int(o.split("=")[1]) for o in overrides if o.startswith("train.steps="))
+
+
 def pick_variants(text: str, variants: dict) -> list[str] | None:
-  """The comma-separated names of --variants, or None (after a one-line error) if unknown."""
-  names = [v.strip() for v in text.split(",") if v.strip()]
-  unknown = [v for v in names if v not in variants]
+  """The comma-separated names of --variants, or None (after a one-line error) if unknown.
+
+  A name may itself hold a comma ("retention, no sink"): at each place the longest run of
+  comma-separated pieces that forms a known name is taken.
+  """
+  parts, names, unknown, i = text.split(","), [], [], 0
+  while i < len(parts):
+    j = next((j for j in range(len(parts), i, -1)
+              if ",".join(parts[i:j]).strip() in variants), None)
+    if j is None:
+      if parts[i].strip():
+        unknown.append(parts[i].strip())
+      i += 1
+    else:
+      names.append(",".join(parts[i:j]).strip())
+      i = j
   if unknown:
     print(f"error: --variants: unknown {unknown}; expected some of {list(variants)}",
           file=sys.stderr)
@@ -53,12 +81,8 @@ def probe(workdirs: dict[str, str], gaps: str, args) -> int:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--workdir", default=os.path.join(ROOT, "runs", "retention"))
+  p = ablation_parser(__doc__, "retention", VARIANTS)
   p.add_argument("--steps", type=int, default=600)
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--num-samples", type=int, default=100)
-  p.add_argument("--variants", default=",".join(VARIANTS))
   args = p.parse_args(argv)
   names = pick_variants(args.variants, VARIANTS)
   if names is None:
