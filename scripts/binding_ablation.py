@@ -21,6 +21,13 @@ scratch on the default's stream (seed 0):
            before the question does not hold the answer (`data.hard_questions=0.5`): the
            "last room mentioned" is then right for about 30% of the training answers
            instead of 60%, so the loss rewards binding an actor to a room.
+  interleave 600 steps where each sample keeps its story's earlier questions, answered and
+           scored (`data.interleaved_questions=true`): about three answers per sample
+           instead of one, asked about every actor at every point of the story.
+  interleave6x  the same for 3,600 steps (as steps6x)
+  seg64, seg128  segments of 64 and 128 bytes instead of 32 (the same bytes per batch; the
+           curriculum and gap ceilings scaled to the same byte counts): a fact and the
+           whole question then mostly sit in one segment's attention.
 Each is evaluated by `eval.py` (qa1 at 0k, 1k, 4k and 16k, free generation, 100 samples per
 cell), then its answers are sorted by `scripts/answer_analysis.py` (correct, a stale room of
 the same actor, another actor's room, ...; accuracy by the number of facts after the
@@ -43,6 +50,14 @@ VARIANTS = {
     "wide": ["train.steps=600", "model.width=128", "model.mlp_width=512"],
     "bpe": ["train.steps=600", "model.vocab_size=512", "data.tokenizer={bpe}"],
     "hard": ["train.steps=600", "data.hard_questions=0.5"],
+    "interleave": ["train.steps=600", "data.interleaved_questions=true"],
+    "interleave6x": ["train.steps=3600", "train.curriculum.stage_steps=900",
+                     "data.interleaved_questions=true"],
+    "seg64": ["train.steps=600", "model.segment_len=64", "train.curriculum.max_segments=[3,5,8]",
+              "train.curriculum.min_segments=3", "data.max_gap_segments=4"],
+    "seg128": ["train.steps=600", "model.segment_len=128",
+               "train.curriculum.max_segments=[2,3,4]", "train.curriculum.min_segments=2",
+               "data.max_gap_segments=2"],
 }
 
 

@@ -69,8 +69,14 @@ CASES = {
     "train-unknown-tfds": ("train", "--config configs/tiny.yaml --workdir {d}/w data.kind=tfds "
                            "data.tfds_name=lm1c data.tfds_data_dir={d} " + " ".join(TINY_TRAIN),
                            r"tfds:lm1c split 'train' .*: no such dataset; nearest names: lm1b, \w+, \w+$"),
+    "train-segments-too-short-for-a-story": (
+        "train", "--config configs/babilong_tiny.yaml --workdir {d}/w model.segment_len=128 "
+        "train.curriculum.max_segments=[2,4] train.curriculum.min_segments=1",
+        r"train\.curriculum\.min_segments=1: a sequence of 1 x 128 tokens .*qa1: no story fits "
+        r"a record of 129 tokens cut by up to 63 for the random offset"),
     "train-workdir-is-a-file": ("train", "--config configs/tiny.yaml --workdir {file}/w "
-                                + " ".join(TINY_TRAIN), r"--workdir .*: cannot write there"),
+                                + " ".join(TINY_TRAIN) + " train.seq_len=128",
+                                r"--workdir .*: cannot write there"),
     # eval.py
     "eval-output-not-writable": ("eval", "--checkpoint {nowhere} --task babilong --output "
                                  "{file}/sub/r.json", r"--output .*: cannot write there "

@@ -96,6 +96,10 @@ class DataKind(abc.ABC):
                    seed: int, shard_index: int, shard_count: int) -> grain.IterDataset:
     """The endless training stream."""
 
+  def check_fits(self, cfg: Config, tokenizer: Tokenizer, seq_len: int) -> None:
+    """Before a run: a sequence of `seq_len` tokens can hold a record (DataError if not)."""
+    del cfg, tokenizer, seq_len
+
   @abc.abstractmethod
   def eval_stream(self, cfg: Config, tokenizer: Tokenizer, *, seq_len: int, batch_size: int,
                   seed: int, shard_index: int, shard_count: int) -> grain.IterDataset:
@@ -138,7 +142,8 @@ class Babilong(DataKind):
     return tuple(d.tasks)
 
   def train_stream(self, cfg: Config, tokenizer: Tokenizer, *, seq_len: int, batch_size: int,
-                   seed: int, shard_index: int, shard_count: int) -> grain.IterDataset:
+                   seed: int, shard_index: int, shard_count: int,
+                   held_out: bool = False) -> grain.IterDataset:
     from lm2_jax.data.babilong import make_babilong_dataset  # pylint: disable=g-import-not-at-top
     d, segment_len = cfg.data, cfg.model.segment_len
     return make_babilong_dataset(d.tasks, d.lengths or None, tokenizer, seq_len, batch_size,
@@ -147,10 +152,22 @@ class Babilong(DataKind):
                                  end_jitter=segment_len if d.random_offset else 0,
                                  max_gap=d.max_gap_segments * segment_len,
                                  questions=d.questions_per_sequence,
-                                 hard_questions=d.hard_questions)
+                                 hard_questions=d.hard_questions,
+                                 interleave=d.interleaved_questions and not held_out)
 
   def eval_stream(self, cfg: Config, tokenizer: Tokenizer, **where: Any) -> grain.IterDataset:
-    return self.train_stream(cfg, tokenizer, **where)
+    # Scored as evaluation asks: one question at the end of each story.
+    return self.train_stream(cfg, tokenizer, held_out=True, **where)
+
+  def check_fits(self, cfg: Config, tokenizer: Tokenizer, seq_len: int) -> None:
+    from lm2_jax.data.babilong.stream import check_shortest  # pylint: disable=g-import-not-at-top
+    d, segment_len = cfg.data, cfg.model.segment_len
+    try:   # the stream reads one token past the model's input (the last target)
+      check_shortest(d.tasks, d.lengths or None, tokenizer, d.haystack, seq_len + 1,
+                     end_jitter=segment_len if d.random_offset else 0,
+                     interleave=d.interleaved_questions)
+    except ValueError as e:
+      raise DataError(str(e)) from None
 
 
 class _Documents(DataKind):

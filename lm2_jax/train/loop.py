@@ -100,6 +100,7 @@ def run(cfg: Config, workdir: str, *, devices=None, stream=None,
   mesh = sharding.make_mesh(cfg.mesh, devices)
   evaluates = t.eval_samples > 0 and data_kinds.of(cfg.data).evaluates(cfg.data)
   preflight.check_batch(cfg, mesh, evaluates)
+  preflight.check_lengths(cfg, tokenizer, evaluates)
   preflight.check_init_from(cfg)
   preflight.check_workdir(workdir)
   lock = preflight.claim_workdir(cfg, workdir, primary)

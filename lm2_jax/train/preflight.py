@@ -2,10 +2,10 @@
 
 Each names the key (or the --workdir) and the offending values: a missing data path or a
 data file whose first record is not what the source expects, a tokenizer whose ids do not
-fit the model's vocabulary, a mesh that does not match the devices, a batch the
-data-parallel devices cannot split, a `train.init_from` checkpoint that is missing or does
-not fit the model, an unwritable work directory, one that another run is using, one whose
-file system cannot hold a checkpoint.
+fit the model's vocabulary, a sequence length too short for any sample of the data, a mesh
+that does not match the devices, a batch the data-parallel devices cannot split, a
+`train.init_from` checkpoint that is missing or does not fit the model, an unwritable work
+directory, one that another run is using, one whose file system cannot hold a checkpoint.
 """
 
 from __future__ import annotations
@@ -89,6 +89,28 @@ def check_data(cfg: Config) -> Tokenizer:
   except DataError as e:
     raise ConfigError(str(e)) from None
   return tokenizer
+
+
+def check_lengths(cfg: Config, tokenizer: Tokenizer, evaluates: bool) -> None:
+  """The shortest training sequence (and every evaluation length) can hold a sample."""
+  from lm2_jax.train.curriculum import Curriculum  # pylint: disable=g-import-not-at-top
+  t, segment_len = cfg.train, cfg.model.segment_len
+  kind = data_kinds.of(cfg.data)
+  shortest = min(Curriculum(cfg).all_segments())
+  if t.curriculum.max_segments:
+    checks = [(shortest, "train.curriculum.min_segments", min(t.curriculum.min_segments,
+                                                              t.curriculum.max_segments[0]))]
+  else:
+    checks = [(shortest, "train.seq_len", t.seq_len)]
+  if evaluates and kind.has_answers:
+    checks += [(n, f"train.eval_segments[{i}]", n) for i, n in enumerate(t.eval_segments)]
+  for segments, key, value in checks:
+    try:
+      kind.check_fits(cfg, tokenizer, segments * segment_len)
+    except DataError as e:
+      raise ConfigError(f"{key}={value}: a sequence of {segments} x {segment_len} tokens "
+                        f"(model.segment_len) is too short for the data ({e}); use more "
+                        "segments") from None
 
 
 def check_batch(cfg: Config, mesh: Mesh, evaluates: bool) -> None:

@@ -365,3 +365,29 @@ def test_hard_questions_take_the_answer_out_of_the_last_fact(fraction):
     assert in_last == 0
   else:
     assert 64 * 0.1 < in_last < 64 * 0.5
+
+
+@pytest.mark.parametrize("tokenizer", ["byte", "bpe"])
+def test_interleaved_questions_score_every_answer_where_the_story_asks(tokenizer, request):
+  """interleave: a story's earlier questions stay in its text, each followed by its answer;
+  every scored span answers the question just before it, right for the facts read so far,
+  and samples hold several (bAbI asks qa1 questions every two facts)."""
+  tok = ByteTokenizer() if tokenizer == "byte" else load_tokenizer(request.getfixturevalue("bpe_path"))
+  batch = next(iter(make_babilong_dataset(["qa1"], None, tok, seq_len=512, batch_size=32,
+                                          seed=5, end_jitter=32, max_gap=256, interleave=True)))
+  counts = []
+  for tokens, mask in zip(batch["tokens"], batch["loss_mask"]):
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask, [0]])))
+    spans = list(zip(edges[::2], edges[1::2]))
+    counts.append(len(spans))
+    assert tokens[spans[-1][1] - 1] == tok.eos_id
+    for a, b in spans:
+      b = b - 1 if tokens[b - 1] == tok.eos_id else b
+      context, question = re.search(r"^(.*)Question: (.*?) Answer:$",
+                                    tok.decode(tokens[1:a])).groups()
+      assert solve(hidden_facts(context), question) == tok.decode(tokens[a:b]).strip()
+  assert min(counts) >= 1 and max(counts) >= 4 and np.mean(counts) > 2
+  if tokenizer == "byte":   # interleaving off: the stream as before
+    plain = next(iter(make_babilong_dataset(["qa1"], None, tok, seq_len=512, batch_size=32,
+                                            seed=5, end_jitter=32, max_gap=256)))
+    assert plain["loss_mask"].sum(axis=1).max() <= 12   # one answer and its EOS

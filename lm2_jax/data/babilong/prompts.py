@@ -142,6 +142,16 @@ def format_prompt(sample: dict, task: str, template: str = "full", *, instructio
   return "\n\n".join(p for p in parts if p)
 
 
+def answered_question(question: str, answer: str) -> str:
+  """An earlier question of the story with its answer, as interleaved training text reads it.
+
+  The same words as the compact template's question and answer, so the last question of a
+  sample and the ones before it look alike; a full stop closes it (unscored) as it closes
+  the facts and background sentences around it.
+  """
+  return COMPACT_TEMPLATE.format(input="", question=question).lstrip() + f" {answer}."
+
+
 def format_training_example(sample: dict, task: str | None = None) -> tuple[str, str]:
   """(prompt, answer) in the compact template; the answer has a leading space: " kitchen"."""
   del task  # the compact template is the same for every task

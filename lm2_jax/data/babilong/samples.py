@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from lm2_jax.data import babi
 from lm2_jax.data.babilong.lengths import PROMPT_RESERVE, input_budget
+from lm2_jax.data.babilong.prompts import answered_question
 from lm2_jax.data.haystack import Haystack, load_haystack
 from lm2_jax.data.tokenizers import ByteTokenizer, Tokenizer, load_tokenizer
 
@@ -126,36 +127,61 @@ def _assemble(facts: Sequence[str], budget: int, tokenizer: Tokenizer,
 def _build(task: str, index: int, seed: int, tokenizer: Tokenizer, haystack: Haystack, *,
            budget: int | None, fill: bool, split: str, overhead=None,
            stats: dict | None = None, gap: int | None = None,
-           accept: Callable[[babi.BabiSample], bool] | None = None) -> dict:
+           accept: Callable[[babi.BabiSample], bool] | None = None,
+           interleave: bool = False) -> dict:
   """The sample for (task, index): a story that fits ``budget``, padded with background.
 
   Stories whose facts do not fit are redrawn (as the published data drops them), and so are
   stories ``accept`` (when given) refuses; ``stats``, when given, counts the redraws under
-  "redrawn".
+  "redrawn". With ``interleave`` the story's earlier questions stay in the text where the
+  story asks them, each followed by its answer (``answered_question``), and the sample's
+  ``"answered"`` lists those pieces in order (the training stream scores their answers).
   """
   for attempt in range(_MAX_ATTEMPTS):
     if stats is not None and attempt:
       stats["redrawn"] = stats.get("redrawn", 0) + 1
-    story = babi.generate_sample(task, _rng(seed, split, "story", task, index, attempt))
+    rng = _rng(seed, split, "story", task, index, attempt)
+    whole = babi.generate_story(task, rng)   # the draws of babi.generate_sample
+    asked = rng.randrange(len(whole.questions))
+    story = whole.sample(asked)
     if accept is not None and not accept(story):
       continue
+    answered = [answered_question(q.text, q.answer) for q in whole.questions[:asked]]
+    pieces = _interleave(story.facts, whole.questions[:asked], answered) if interleave else (
+        list(story.facts))
     limit = budget
     if limit is not None and overhead is not None:
       limit -= overhead(story)
     if gap is not None and budget is None:  # the facts, then `gap` tokens of background
-      limit, fill = sum(_count(tokenizer, [" " + f for f in story.facts])) + gap, True
+      limit, fill = sum(_count(tokenizer, [" " + f for f in pieces])) + gap, True
     if not fill or limit is None:
-      text = " ".join(story.facts)
+      text = " ".join(pieces)
       if limit is not None and _count(tokenizer, [text])[0] > limit:
         continue
     else:
       rng = _rng(seed, split, "haystack", task, index, limit, attempt)
-      text = _assemble(story.facts, limit, tokenizer, haystack.sentences(rng), rng, gap)
+      text = _assemble(pieces, limit, tokenizer, haystack.sentences(rng), rng, gap)
       if text is None:
         continue
-    return {"input": text, "question": story.question, "target": story.answer}
+    sample = {"input": text, "question": story.question, "target": story.answer}
+    if interleave:
+      sample["answered"] = tuple(answered)
+    return sample
   raise ValueError(f"{task}: no story fits in {budget} tokens after {_MAX_ATTEMPTS} draws; "
                    "use a longer length")
+
+
+def _interleave(facts: Sequence[str], questions: Sequence[babi.Question],
+                answered: Sequence[str]) -> list[str]:
+  """The facts with each answered question put after the facts asked before it."""
+  pieces, k = [], 0
+  for i in range(len(facts) + 1):
+    while k < len(questions) and questions[k].position <= i:
+      pieces.append(answered[k])
+      k += 1
+    if i < len(facts):
+      pieces.append(facts[i])
+  return pieces
 
 
 def answer_not_in_last_fact(story: babi.BabiSample) -> bool:
