@@ -119,3 +119,20 @@ def test_babilong_draws_its_held_out_set_like_its_training_stream():
   train = next(iter(kind.train_stream(cfg, tok, seq_len=129, **WHERE)))
   np.testing.assert_array_equal(held["tokens"], train["tokens"])
   assert held["tokens"].shape == (2, 129) and held["loss_mask"].sum() > 0
+
+
+def test_babilong_held_out_set_asks_one_question_even_when_training_interleaves():
+  """data.interleaved_questions scores a story's earlier answers in training only: the
+  training evaluation measures the question at the end, as eval.py does."""
+  cfg = load_config(None, ["model.segment_len=64", "train.seq_len=512",
+                           "data.interleaved_questions=true"])
+  kind, tok = kinds.of(cfg.data), ByteTokenizer()
+  where = {**WHERE, "batch_size": 16}
+
+  def answers(batch):   # scored spans per row
+    edges = np.diff(np.concatenate([np.zeros((16, 1)), batch["loss_mask"]], axis=1))
+    return (edges == 1).sum(axis=1)
+
+  held = answers(next(iter(kind.eval_stream(cfg, tok, seq_len=513, **where))))
+  train = answers(next(iter(kind.train_stream(cfg, tok, seq_len=513, **where))))
+  assert (held == 1).all() and train.max() > 1
