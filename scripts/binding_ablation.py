@@ -25,6 +25,11 @@ scratch on the default's stream (seed 0):
            scored (`data.interleaved_questions=true`): about three answers per sample
            instead of one, asked about every actor at every point of the story.
   interleave6x  the same for 3,600 steps (as steps6x)
+  vanilla0k  does the backbone bind at all? Full causal attention, no memory, trained on
+           the stories alone (0k) with interleaved questions, 1,800 steps; evaluate at 0k
+           (`--lengths 0k`), where the whole story is in its attention.
+  lm2_0k   the same stories and steps for the embedded default's LM2 (segment attention,
+           the memory carries everything before the current 32 bytes)
   seg64, seg128  segments of 64 and 128 bytes instead of 32 (the same bytes per batch; the
            curriculum and gap ceilings scaled to the same byte counts): a fact and the
            whole question then mostly sit in one segment's attention.
@@ -43,6 +48,10 @@ import sys
 from retention_ablation import ROOT, ablation_parser, pick_variants, steps_of  # scripts/ is on sys.path
 
 CONFIG = "configs/babilong_tiny.yaml"
+# Stories alone (no background), 512-token batches, every earlier question answered.
+ZERO_K = ["train.curriculum.stage_steps=450", "data.lengths=[0]", "data.max_gap_segments=0",
+          "data.interleaved_questions=true", "train.curriculum.max_segments=[16]",
+          "train.curriculum.min_segments=16"]
 VARIANTS = {
     "base": ["train.steps=600"],
     "steps3x": ["train.steps=1800", "train.curriculum.stage_steps=450"],
@@ -53,6 +62,9 @@ VARIANTS = {
     "interleave": ["train.steps=600", "data.interleaved_questions=true"],
     "interleave6x": ["train.steps=3600", "train.curriculum.stage_steps=900",
                      "data.interleaved_questions=true"],
+    "vanilla0k": ["train.steps=1800", *ZERO_K, "model.memory.kind=none",
+                  "model.attention_scope=full"],
+    "lm2_0k": ["train.steps=1800", *ZERO_K],
     "seg64": ["train.steps=600", "model.segment_len=64", "train.curriculum.max_segments=[3,5,8]",
               "train.curriculum.min_segments=3", "data.max_gap_segments=4"],
     "seg128": ["train.steps=600", "model.segment_len=128",
