@@ -278,9 +278,10 @@ class DataConfig:
   # the last fact alone fails on them (docs/results.md, "What caps qa1"). 0: as drawn.
   hard_questions: float = 0.0
   # BABILong training samples keep their story's earlier questions where bAbI asks them,
-  # each followed by its answer, which is scored too: about three answers per qa1 sample
-  # instead of one, asked about every actor at every point of the story (docs/results.md,
-  # "What caps qa1"). Evaluation still asks one question at the end.
+  # each followed by its answer, which is scored too: 2.6 answers per 512-byte qa1 record
+  # instead of one (fewer in short records, where only short stories fit), about every
+  # actor at every point of the story (docs/results.md, "What caps qa1"). Evaluation
+  # still asks one question at the end.
   interleaved_questions: bool = False
   shuffle: bool = True
   # Reader threads per host (0: read in the training thread).

@@ -22,7 +22,7 @@ scratch on the default's stream (seed 0):
            "last room mentioned" is then right for about 30% of the training answers
            instead of 60%, so the loss rewards binding an actor to a room.
   interleave 600 steps where each sample keeps its story's earlier questions, answered and
-           scored (`data.interleaved_questions=true`): about three answers per sample
+           scored (`data.interleaved_questions=true`): 2.6 answers per 512-byte record
            instead of one, asked about every actor at every point of the story.
   interleave6x  the same for 3,600 steps (as steps6x)
   vanilla0k  does the backbone bind at all? Full causal attention, no memory, trained on
