@@ -78,8 +78,8 @@ def _restore(workdir, cfg, tx, shard, start_over=True):
 
 
 def _params_data_files(workdir, step):
-  """Every data file of a step's parameters: Orbax may leave a copy of a file in more than
-  one folder (per process and merged), and a restore may read any of them."""
+  """Every data file of a step's parameters: they span several files in two folders (per
+  process and merged), so damaging only the largest may miss what a restore reads."""
   files = glob.glob(os.path.join(workdir, "checkpoints", str(step), "params", "**", "d", "*"),
                     recursive=True)
   return [f for f in files if os.path.getsize(f) >= 64]
