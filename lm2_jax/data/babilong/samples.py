@@ -146,9 +146,10 @@ def _build(task: str, index: int, seed: int, tokenizer: Tokenizer, haystack: Hay
     story = whole.sample(asked)
     if accept is not None and not accept(story):
       continue
-    answered = [answered_question(q.text, q.answer) for q in whole.questions[:asked]]
-    pieces = _interleave(story.facts, whole.questions[:asked], answered) if interleave else (
-        list(story.facts))
+    answered, pieces = [], list(story.facts)
+    if interleave:
+      answered = [answered_question(q.text, q.answer) for q in whole.questions[:asked]]
+      pieces = _interleave(story.facts, whole.questions[:asked], answered)
     limit = budget
     if limit is not None and overhead is not None:
       limit -= overhead(story)
