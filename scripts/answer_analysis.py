@@ -87,6 +87,7 @@ def main(argv=None) -> int:
     for length, a in res.items():
       print(f"{length:>5}  " + " | ".join(f"{c} {_pct(a['classes'][c])}" for c in ac.CLASSES))
       print(f"       by facts after the support: {_split(a['accuracy_by_facts_after_support'])}")
+      print(f"       by facts in the story: {_split(a['accuracy_by_story_facts'])}")
       print(f"       by moves of the asked actor: {_split(a['accuracy_by_moves_of_actor'])}; "
             f"support split across segments: {_split(a['accuracy_by_support_split'])}; "
             f"question split: {_split(a['accuracy_by_question_split'])}")

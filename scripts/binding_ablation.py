@@ -30,6 +30,13 @@ scratch on the default's stream (seed 0):
            (`--lengths 0k`), where the whole story is in its attention.
   lm2_0k   the same stories and steps for the embedded default's LM2 (segment attention,
            the memory carries everything before the current 32 bytes)
+  bpe0k    the binding probe at its cheapest: memory off, full causal attention, the 512-token
+           BPE (names and rooms one token each), the stories alone in one 128-token segment
+           with interleaved answers, batch 32, 3,000 steps (about 20 minutes alone); evaluate
+           with `--lengths 0k`
+  bpe0k_6k  the same for 6,000 steps (is it a plateau that more steps break?)
+  bpe0k_hard  bpe0k with `data.hard_questions=0.5`
+  bpe0k_wide  bpe0k at width 128 (MLP 512)
   seg64, seg128  segments of 64 and 128 bytes instead of 32 (the same bytes per batch; the
            curriculum and gap ceilings scaled to the same byte counts): a fact and the
            whole question then mostly sit in one segment's attention.
@@ -52,6 +59,13 @@ CONFIG = "configs/babilong_tiny.yaml"
 ZERO_K = ["train.curriculum.stage_steps=450", "data.lengths=[0]", "data.max_gap_segments=0",
           "data.interleaved_questions=true", "train.curriculum.max_segments=[16]",
           "train.curriculum.min_segments=16"]
+# The same stories in the BPE, memory off, full attention, one 128-token segment.
+BPE_ZERO_K = ["model.vocab_size=512", "data.tokenizer={bpe}", "data.lengths=[0]",
+              "data.max_gap_segments=0", "data.interleaved_questions=true",
+              "data.random_offset=false", "model.segment_len=128", "train.seq_len=128",
+              "train.batch_size=32", "train.curriculum.max_segments=[1]",
+              "train.curriculum.min_segments=1", "train.curriculum.stage_steps=100000",
+              "train.eval_segments=[1]", "model.memory.kind=none", "model.attention_scope=full"]
 VARIANTS = {
     "base": ["train.steps=600"],
     "steps3x": ["train.steps=1800", "train.curriculum.stage_steps=450"],
@@ -65,6 +79,10 @@ VARIANTS = {
     "vanilla0k": ["train.steps=1800", *ZERO_K, "model.memory.kind=none",
                   "model.attention_scope=full"],
     "lm2_0k": ["train.steps=1800", *ZERO_K],
+    "bpe0k": ["train.steps=3000", *BPE_ZERO_K],
+    "bpe0k_6k": ["train.steps=6000", *BPE_ZERO_K],
+    "bpe0k_hard": ["train.steps=3000", *BPE_ZERO_K, "data.hard_questions=0.5"],
+    "bpe0k_wide": ["train.steps=3000", *BPE_ZERO_K, "model.width=128", "model.mlp_width=512"],
     "seg64": ["train.steps=600", "model.segment_len=64", "train.curriculum.max_segments=[3,5,8]",
               "train.curriculum.min_segments=3", "data.max_gap_segments=4"],
     "seg128": ["train.steps=600", "model.segment_len=128",

@@ -22,6 +22,7 @@ def test_features_of_the_sample():
   row = ac.classify(SAMPLE, "bathroom", 32)
   assert row["moves_of_actor"] == 2
   assert row["facts_after_support"] == 1
+  assert row["story_facts"] == 4
   assert row["answer_is_last_room"] and not row["target_is_last_room"]
   # The supporting fact's "Mary" is token 76 (after BOS), the last byte of "garden" token
   # 103: one segment of 128, but segments 2 and 3 of 32.
@@ -51,3 +52,13 @@ def test_recency_answers_score_exactly_the_last_room_share_on_generated_samples(
   assert summary["accuracy_by_facts_after_support"]["0"]["rate"] == 1.0
   assert summary["accuracy_by_support_is_last_fact"]["True"]["rate"] == 1.0
   assert sum(c["n"] for c in summary["accuracy_by_facts_after_support"].values()) == 40
+
+
+def test_accuracy_by_story_facts_buckets_two_then_pairs_then_seven_and_more():
+  rows = [{"class": "correct" if n % 2 else "stale", "story_facts": n, "moves_of_actor": 1,
+           "facts_after_support": 0, "support_split": False, "question_split": False,
+           "answer_is_last_room": False, "target_is_last_room": False, "answer": "x"}
+          for n in range(1, 11)]
+  cells = ac.summarize(rows)["accuracy_by_story_facts"]
+  assert {k: c["n"] for k, c in cells.items()} == {"1": 1, "2": 1, "3-4": 2, "5-6": 2, "7+": 4}
+  assert cells["3-4"]["rate"] == 0.5 and cells["7+"]["rate"] == 0.5 and cells["2"]["rate"] == 0

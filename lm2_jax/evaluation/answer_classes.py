@@ -6,7 +6,9 @@ binding and missed the overwrite), a room the story placed *someone else* in (it
 but not who went there: a recency or bag-of-rooms answer), a room the story never names (it
 used no fact at all), or no room. `summarize` adds the splits that separate the hypotheses:
 accuracy by the number of facts after the supporting one, and how often the answer is the
-room of the story's last fact (what a pure recency heuristic answers every time).
+room of the story's last fact (what a pure recency heuristic answers every time), and
+accuracy by the story's number of facts (a model that binds is right on two-fact stories,
+where recency is right about half the time).
 
 Positions count tokens of the compact prompt behind a BOS token, which is what the two
 boundary features need: `support_split`, the
@@ -74,7 +76,7 @@ def classify(sample: dict, output: str, segment_len: int, tokenizer=None) -> dic
   asked_at = position(prompt.rfind(actor))     # the question's actor; the answer is
   answered_at = position(len(prompt) - 1)       # predicted at the prompt's last token
   return {"class": kind, "answer": answer, "moves_of_actor": len(own),
-          "facts_after_support": len(moves) - 1 - support,
+          "facts_after_support": len(moves) - 1 - support, "story_facts": len(moves),
           "answer_is_last_room": answer == moves[-1][1],
           "target_is_last_room": sample["target"] == moves[-1][1],
           "support_split": actor_start // segment_len != room_end // segment_len,
@@ -84,6 +86,13 @@ def classify(sample: dict, output: str, segment_len: int, tokenizer=None) -> dic
 def _cell(hits: int, n: int) -> dict:
   lo, hi = wilson_interval(hits, n)
   return {"rate": hits / n if n else None, "n": n, "ci95": [lo, hi]}
+
+
+def _facts_bucket(row: dict) -> str:
+  n = row["story_facts"]
+  if n <= 2:
+    return str(n)
+  return "3-4" if n <= 4 else "5-6" if n <= 6 else "7+"
 
 
 def summarize(rows: Sequence[dict]) -> dict:
@@ -100,6 +109,7 @@ def summarize(rows: Sequence[dict]) -> dict:
   split("accuracy_by_moves_of_actor", lambda r: "1" if r["moves_of_actor"] == 1 else "2+")
   split("accuracy_by_facts_after_support",
         lambda r: str(r["facts_after_support"]) if r["facts_after_support"] < 3 else "3+")
+  split("accuracy_by_story_facts", _facts_bucket)
   split("accuracy_by_support_is_last_fact", lambda r: r["facts_after_support"] == 0)
   split("accuracy_by_support_split", lambda r: r["support_split"])
   split("accuracy_by_question_split", lambda r: r["question_split"])
