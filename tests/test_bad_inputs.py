@@ -185,10 +185,13 @@ SCRIPTS = [
       "-1"], r"--num-samples must be >= 1"),
     ([sys.executable, "-m", "lm2_jax.convert", "export-hf", "--checkpoint", "{nowhere}",
       "--out", "{file}/hf"], r"cannot write there"),
+    ([sys.executable, "scripts/binding_probe.py", "{nowhere}"],
+     r"no such checkpoint or work directory"),
 ]
 
 
-@pytest.mark.parametrize("command,pattern", SCRIPTS, ids=["train", "babilong", "convert"])
+@pytest.mark.parametrize("command,pattern", SCRIPTS, ids=["train", "babilong", "convert",
+                                                          "binding_probe"])
 def test_the_scripts_print_one_line_and_exit_2(command, pattern, tmp_path):
   names = _files(tmp_path)
   proc = subprocess.run([c.format(**names) for c in command], capture_output=True, text=True,
