@@ -37,6 +37,8 @@ scratch on the default's stream (seed 0):
   bpe0k_6k  the same for 6,000 steps (is it a plateau that more steps break?)
   bpe0k_hard  bpe0k with `data.hard_questions=0.5`
   bpe0k_wide  bpe0k at width 128 (MLP 512)
+  bpe0k_wd0  bpe0k without weight decay (`train.weight_decay=0`): on qa1 stripped to single
+           tokens (`scripts/binding_synthetic.py`) only this left the recency plateau
   seg64, seg128  segments of 64 and 128 bytes instead of 32 (the same bytes per batch; the
            curriculum and gap ceilings scaled to the same byte counts): a fact and the
            whole question then mostly sit in one segment's attention.
@@ -82,6 +84,7 @@ VARIANTS = {
     "bpe0k": ["train.steps=3000", *BPE_ZERO_K],
     "bpe0k_6k": ["train.steps=6000", *BPE_ZERO_K],
     "bpe0k_hard": ["train.steps=3000", *BPE_ZERO_K, "data.hard_questions=0.5"],
+    "bpe0k_wd0": ["train.steps=3000", *BPE_ZERO_K, "train.weight_decay=0"],
     "bpe0k_wide": ["train.steps=3000", *BPE_ZERO_K, "model.width=128", "model.mlp_width=512"],
     "seg64": ["train.steps=600", "model.segment_len=64", "train.curriculum.max_segments=[3,5,8]",
               "train.curriculum.min_segments=3", "data.max_gap_segments=4"],
