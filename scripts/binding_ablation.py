@@ -38,7 +38,8 @@ scratch on the default's stream (seed 0):
   bpe0k_hard  bpe0k with `data.hard_questions=0.5`
   bpe0k_wide  bpe0k at width 128 (MLP 512)
   bpe0k_wd0  bpe0k without weight decay (`train.weight_decay=0`): on qa1 stripped to single
-           tokens (`scripts/binding_synthetic.py`) only this left the recency plateau
+           tokens (`scripts/binding_synthetic.py`) one run without it left the recency
+           plateau (seed 0), one did not (seed 1)
   seg64, seg128  segments of 64 and 128 bytes instead of 32 (the same bytes per batch; the
            curriculum and gap ceilings scaled to the same byte counts): a fact and the
            whole question then mostly sit in one segment's attention.

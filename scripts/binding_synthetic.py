@@ -56,15 +56,16 @@ def main(argv=None) -> int:
   p.add_argument("--filler", type=int, default=0, help="tokens between a name and its room")
   p.add_argument("--learning-rate", type=float, default=2e-3)
   p.add_argument("--weight-decay", type=float, default=0.1)
+  p.add_argument("--seed", type=int, default=0, help="draws the batches and the initialisation")
   p.add_argument("overrides", nargs="*", help="model config key=value")
   args = p.parse_args(argv)
   cfg = load_config("configs/babilong_tiny.yaml",
                     ["model.memory.kind=none", "model.attention_scope=full",
                      "model.vocab_size=512", "model.segment_len=32", *args.overrides])
   model = build_model(cfg.model)
-  rng = np.random.default_rng(0)
+  rng = np.random.default_rng(args.seed)
   x, _ = batch(rng, 2, args.facts, args.filler)
-  params = model.init(jax.random.PRNGKey(0), x)["params"]
+  params = model.init(jax.random.PRNGKey(args.seed), x)["params"]
   tx = optax.adamw(args.learning_rate, b2=0.95, weight_decay=args.weight_decay)
   opt = tx.init(params)
 
