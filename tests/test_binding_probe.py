@@ -1,7 +1,6 @@
 """scripts/binding_probe.py: controlled stories tell binding, recency and a deaf model apart."""
 
 import os
-import re
 import sys
 
 import numpy as np
@@ -13,8 +12,7 @@ import binding_probe  # pylint: disable=wrong-import-position,import-error
 
 from lm2_jax.data import babi  # pylint: disable=wrong-import-position
 from lm2_jax.data.tokenizers import ByteTokenizer  # pylint: disable=wrong-import-position
-
-_FACT = re.compile(r"(\w+) (?:went|journeyed|travelled|moved) to the (\w+)\.")
+from lm2_jax.evaluation.answer_classes import story_moves  # pylint: disable=wrong-import-position
 
 
 class _Oracle:
@@ -33,7 +31,7 @@ class _Oracle:
       text = self.tokenizer.decode(real)
       story, rest = text.split(" Question: Where is ")
       asked, answered = rest.split("? Answer: ")
-      facts = _FACT.findall(story)
+      facts = [(actor, room) for actor, room, _, _ in story_moves(story)]
       if answered != self.rule(facts, asked):
         nll[i, len(real) - 1] = 5.0   # the room's last byte, inside the scored span
     return nll
