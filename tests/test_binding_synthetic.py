@@ -1,0 +1,56 @@
+"""scripts/binding_synthetic.py: the single-token qa1 scores the right answers and flags."""
+
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
+
+import binding_synthetic as bs  # pylint: disable=wrong-import-position,import-error
+
+
+def _replay(row, target, hard, filler=0):
+  """Re-derives every scored answer from the text: the asked actor's last room so far."""
+  where, last_actor, checked = {}, None, 0
+  row, target, hard = [int(t) for t in row], [int(t) for t in target], [bool(h) for h in hard]
+  for t in range(1, len(row)):
+    if row[t] in bs.NAMES and row[t - 1] != bs.QUESTION:
+      room = row[t + 1 + filler]
+      assert room in bs.ROOMS
+      where[row[t]], last_actor = room, row[t]
+    if row[t] == bs.ANSWER:
+      asked = row[t - 1]
+      assert target[t] == where[asked]
+      assert hard[t] == (asked != last_actor)
+      checked += 1
+    else:
+      assert target[t] == -1 and not hard[t]
+  return checked
+
+
+def test_every_answer_is_the_asked_actors_last_room():
+  rng = np.random.default_rng(0)
+  x, y, hard = bs.batch(rng, 200, facts=5, filler=0, questions=3)
+  assert x.shape == y.shape == hard.shape == (200, 1 + 5 * 2 + 3 * 4 + 3)
+  counts = [_replay(*row) for row in zip(np.asarray(x), np.asarray(y), np.asarray(hard))]
+  assert counts == [4] * 200
+  # Earlier answers stay in the text (as a fact would), the final one is predicted at the end.
+  assert int(x[0, -1]) == bs.ANSWER and int(y[0, -1]) in bs.ROOMS
+
+
+def test_plain_format_has_one_answer_and_binding_questions_are_not_the_last_fact():
+  x, y, hard = bs.batch(np.random.default_rng(1), 500, facts=3, filler=2)
+  x, y, hard = np.asarray(x), np.asarray(y), np.asarray(hard)
+  assert ((y >= 0).sum(axis=1) == 1).all()
+  last_actor = x[:, -7]  # ... name f f room Q name A: the last fact's actor
+  assert (hard[:, -1] == (x[:, -2] != last_actor)).all()
+  # About 1 - 1/4 of the questions ask another actor than the last fact's (4 names).
+  assert 0.5 < hard[:, -1].mean() < 0.85
+  assert [_replay(*row, filler=2) for row in zip(x, y, hard)] == [1] * 500
+
+
+def test_wilson_interval():
+  lo, hi = bs.wilson(50, 100)
+  assert abs(lo - 0.404) < 1e-3 and abs(hi - 0.596) < 1e-3
+  assert bs.wilson(0, 0) == (0.0, 1.0)
