@@ -129,12 +129,20 @@ class ModelConfig:
   # Unrolling spares the loop's stacked residuals, parameter slices and gradient
   # accumulators (docs/performance.md) at the price of compile time linear in the depth.
   scan_unroll: int = 1
-  initializer_std: float = 0.02
+  # Standard deviation of every weight at initialisation; 0 = 1/sqrt(width), which gives
+  # attention logits of order one at any width (0.022 at Llama's 2048, 0.125 at width 64).
+  # A fixed 0.02 at width 64 makes every logit about 0.03: attention starts uniform and
+  # small models sit on a plateau where they answer by recency (docs/results.md).
+  initializer_std: float = 0.0
   memory: MemoryConfig = dataclasses.field(default_factory=MemoryConfig)
 
   @property
   def resolved_head_dim(self) -> int:
     return self.head_dim or self.width // self.num_heads
+
+  @property
+  def resolved_initializer_std(self) -> float:
+    return self.initializer_std or self.width ** -0.5
 
   @property
   def num_memory_layers(self) -> int:
@@ -315,6 +323,8 @@ def validate(cfg: Config) -> Config:
               "segment_len"):
     need(getattr(m, key) > 0, f"model.{key}", f"must be positive, got {getattr(m, key)}")
   need(m.head_dim >= 0, "model.head_dim", f"must be >= 0 (0 = width // num_heads), got {m.head_dim}")
+  need(m.initializer_std >= 0, "model.initializer_std",
+       f"must be >= 0 (0 = 1/sqrt(width)), got {m.initializer_std}")
   if not m.head_dim:
     need(m.width % m.num_heads == 0, "model.num_heads",
          f"{m.num_heads} heads do not divide model.width={m.width}")

@@ -40,6 +40,8 @@ scratch on the default's stream (seed 0):
   bpe0k_wd0  bpe0k without weight decay (`train.weight_decay=0`): on qa1 stripped to single
            tokens (`scripts/binding_synthetic.py`) one run without it left the recency
            plateau (seed 0), one did not (seed 1)
+  bpe0k_init  bpe0k initialised with standard deviation 1/sqrt(width) = 0.125 instead of 0.02:
+           on the single-token task that ends the recency plateau (both seeds, by step 1,000)
   seg64, seg128  segments of 64 and 128 bytes instead of 32 (the same bytes per batch; the
            curriculum and gap ceilings scaled to the same byte counts): a fact and the
            whole question then mostly sit in one segment's attention.
@@ -55,7 +57,7 @@ import os
 import subprocess
 import sys
 
-from retention_ablation import ROOT, ablation_parser, pick_variants, steps_of  # scripts/ is on sys.path
+from retention_ablation import MEASURED_INIT, ROOT, ablation_parser, pick_variants, steps_of  # scripts/ is on sys.path
 
 CONFIG = "configs/babilong_tiny.yaml"
 # Stories alone (no background), 512-token batches, every earlier question answered.
@@ -87,6 +89,7 @@ VARIANTS = {
     "bpe0k_hard": ["train.steps=3000", *BPE_ZERO_K, "data.hard_questions=0.5"],
     "bpe0k_wd0": ["train.steps=3000", *BPE_ZERO_K, "train.weight_decay=0"],
     "bpe0k_wide": ["train.steps=3000", *BPE_ZERO_K, "model.width=128", "model.mlp_width=512"],
+    "bpe0k_init": ["train.steps=3000", *BPE_ZERO_K, "model.initializer_std=0.125"],
     "seg64": ["train.steps=600", "model.segment_len=64", "train.curriculum.max_segments=[3,5,8]",
               "train.curriculum.min_segments=3", "data.max_gap_segments=4"],
     "seg128": ["train.steps=600", "model.segment_len=128",
@@ -115,7 +118,7 @@ def main(argv=None) -> int:
     steps = steps_of(over)
     if not os.path.isdir(os.path.join(workdir, "checkpoints", str(steps))):
       cmd = [sys.executable, "train.py", "--config", CONFIG, "--workdir", workdir,
-             f"train.seed={args.seed}", "train.eval_samples=0", *over]
+             f"train.seed={args.seed}", "train.eval_samples=0", MEASURED_INIT, *over]
       print("$", " ".join(cmd[1:]), flush=True)
       subprocess.run(cmd, cwd=ROOT, check=True)
     output = os.path.join(args.workdir, "eval", f"{name}.json")

@@ -91,16 +91,22 @@ def main(argv=None) -> int:
   p.add_argument("--seed", type=int, default=0, help="draws the batches and the initialisation")
   p.add_argument("--eval-samples", type=int, default=2048)
   p.add_argument("--eval-every", type=int, default=500)
+  p.add_argument("--backend", choices=("jax", "transformers"), default="jax",
+                 help="transformers: Hugging Face's LlamaForCausalLM of the same shape in "
+                      "PyTorch (its own initialisation, torch AdamW): is the plateau ours?")
   p.add_argument("overrides", nargs="*", help="model config key=value")
   args = p.parse_args(argv)
   cfg = load_config("configs/babilong_tiny.yaml",
                     ["model.memory.kind=none", "model.attention_scope=full",
                      "model.vocab_size=512", "model.segment_len=32", *args.overrides])
-  model = build_model(cfg.model)
   rng = np.random.default_rng(args.seed)
   # Held out: the plain format (one final question), drawn from a generator of its own.
-  held_x, held_y, held_hard = batch(np.random.default_rng(10_000 + args.seed),
-                                    args.eval_samples, args.facts, args.filler)
+  held = batch(np.random.default_rng(10_000 + args.seed), args.eval_samples, args.facts,
+               args.filler)
+  if args.backend == "transformers":
+    return _train_transformers(args, cfg, rng, held)
+  held_x, held_y, _ = held
+  model = build_model(cfg.model)
   params = model.init(jax.random.PRNGKey(args.seed), held_x[:2])["params"]
   tx = optax.adamw(args.learning_rate, b2=0.95, weight_decay=args.weight_decay)
   opt = tx.init(params)
@@ -120,25 +126,62 @@ def main(argv=None) -> int:
 
   evaluate = jax.jit(scored)
 
-  def report(i: int, value, right, hard, seconds: float) -> None:
-    right, hard = np.asarray(right), np.asarray(hard)
-    _, held_right = evaluate(params, held_x, held_y)
-    held_right, scored_ = np.asarray(held_right), np.asarray(held_y >= 0)
-    k, n = int(held_right.sum()), int(scored_.sum())
-    kb, nb = int((held_right & np.asarray(held_hard)).sum()), int(np.asarray(held_hard).sum())
-    lo, hi = wilson(k, n)
-    blo, bhi = wilson(kb, nb)
-    print(f"step {i}: loss {float(value):.4f}, batch binding accuracy "
-          f"{(right & hard).sum() / max(hard.sum(), 1):.3f}; held out {k / n:.3f} "
-          f"[{lo:.3f}, {hi:.3f}] n={n}, binding {kb / max(nb, 1):.3f} [{blo:.3f}, {bhi:.3f}] "
-          f"n={nb}; {seconds:.0f} s", flush=True)
-
   start = time.time()
   for i in range(1, args.steps + 1):
     x, y, hard = batch(rng, 64, args.facts, args.filler, args.questions)
     params, opt, value, right = step(params, opt, x, y)
     if i % args.eval_every == 0 or i == args.steps:
-      report(i, value, right, hard, time.time() - start)
+      report(i, value, right, hard, evaluate(params, held_x, held_y)[1], held, start)
+  return 0
+
+
+def report(i: int, value, right, hard, held_right, held, start: float) -> None:
+  """One line: training loss, batch binding accuracy, held-out accuracy with intervals."""
+  right, hard, held_right = np.asarray(right), np.asarray(hard), np.asarray(held_right)
+  _, held_y, held_hard = (np.asarray(a) for a in held)
+  k, n = int(held_right.sum()), int((held_y >= 0).sum())
+  kb, nb = int((held_right & held_hard).sum()), int(held_hard.sum())
+  (lo, hi), (blo, bhi) = wilson(k, n), wilson(kb, nb)
+  print(f"step {i}: loss {float(value):.4f}, batch binding accuracy "
+        f"{(right & hard).sum() / max(hard.sum(), 1):.3f}; held out {k / n:.3f} "
+        f"[{lo:.3f}, {hi:.3f}] n={n}, binding {kb / max(nb, 1):.3f} [{blo:.3f}, {bhi:.3f}] "
+        f"n={nb}; {time.time() - start:.0f} s", flush=True)
+
+
+def _train_transformers(args, cfg, rng, held) -> int:
+  """The same task and optimiser settings on Hugging Face's Llama (needs torch)."""
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+
+  from lm2_jax.convert.mapping import config_to_hf  # pylint: disable=import-outside-toplevel
+  torch.manual_seed(args.seed)
+  torch.set_num_threads(2)
+  hf = config_to_hf(cfg)
+  hf["initializer_range"] = cfg.model.resolved_initializer_std
+  model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**hf))
+  opt = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, betas=(0.9, 0.95),
+                          weight_decay=args.weight_decay)
+
+  def scored(x, y):
+    logits = model(input_ids=torch.from_numpy(np.array(x)).long()).logits
+    y = torch.from_numpy(np.array(y)).long()
+    mask = y >= 0
+    nll = torch.nn.functional.cross_entropy(logits[mask], y[mask])
+    right = np.zeros(y.shape, bool)
+    right[mask.numpy()] = (logits[mask].argmax(-1) == y[mask]).numpy()
+    return nll, right
+
+  start = time.time()
+  for i in range(1, args.steps + 1):
+    x, y, hard = batch(rng, 64, args.facts, args.filler, args.questions)
+    value, right = scored(x, y)
+    opt.zero_grad()
+    value.backward()
+    opt.step()
+    if i % args.eval_every == 0 or i == args.steps:
+      with torch.no_grad():
+        held_right = scored(held[0], held[1])[1]
+      report(i, value.item(), right, hard, held_right, held, start)
   return 0
 
 

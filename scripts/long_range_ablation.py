@@ -25,7 +25,7 @@ import os
 import subprocess
 import sys
 
-from retention_ablation import ROOT, ablation_parser, pick_variants, probe, steps_of  # scripts/ is on sys.path
+from retention_ablation import MEASURED_INIT, ROOT, ablation_parser, pick_variants, probe, steps_of  # scripts/ is on sys.path
 CONFIG = "configs/babilong_tiny.yaml"
 
 STAGE2 = ["train.steps=300", "train.learning_rate=1.0e-3", "train.warmup_steps=20",
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     if os.path.isdir(os.path.join(workdir(name), "checkpoints", str(steps))):
       continue
     cmd = [sys.executable, "train.py", "--config", CONFIG, "--workdir", workdir(name),
-           f"train.seed={args.seed}", "train.eval_samples=0", *over]
+           f"train.seed={args.seed}", "train.eval_samples=0", MEASURED_INIT, *over]
     if parent:
       cmd.append(f"train.init_from={workdir(parent)}")
     print("$", " ".join(cmd[1:]), flush=True)

@@ -105,8 +105,11 @@ def test_chrono_gates_keep_a_memory_for_their_time_scales(update):
   survives k writes of the same input decays over every time scale up to T, where the
   constant biases forget it within a few writes."""
   def surviving(*over, writes=(4, 32, 128)):
+    # Small kernels: the write then hardly depends on the memory itself, and what survives
+    # is set by the gate biases alone (at 1/sqrt(width) the LSTM write's own feedback
+    # keeps 0.4 of the difference after 32 writes).
     cfg = load_config(None, [f"model.segment_len={SEG}", f"model.memory.update={update}",
-                             *over]).model
+                             "model.initializer_std=0.02", *over]).model
     write = MemoryWrite(cfg, jnp.float32)
     a, b = (jnp.tanh(jax.random.normal(jax.random.key(k), (1, cfg.memory.num_slots,
                                                             cfg.width))) for k in (0, 1))

@@ -286,7 +286,8 @@ def _values_and_grads(over=()):
 def test_remat_and_unrolled_scan_compute_the_same_values_and_gradients(over):
   ref_value, ref_grads = _values_and_grads()
   value, grads = _values_and_grads(over)
-  np.testing.assert_allclose(value, ref_value, rtol=1e-6)
+  # The value sums thousands of logits of either sign: float32 reassociation, no more.
+  np.testing.assert_allclose(value, ref_value, rtol=1e-6, atol=2e-5)
   for a, b in zip(jax.tree.leaves(ref_grads), jax.tree.leaves(grads)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
@@ -305,6 +306,9 @@ def test_bfloat16_compute_keeps_a_float32_memory_over_many_segments():
   assert bf16_state.memory_MxBxNxD.dtype == jnp.float32
   assert bf16_state.u_MxBxSxD.dtype == jnp.bfloat16
   per_segment = np.abs(np.asarray(a - b)).reshape(2, segments, SEG, -1).max(axis=(0, 2, 3))
-  assert per_segment.max() < 0.05, per_segment
+  scale = float(np.abs(np.asarray(a)).max())
+  # bfloat16 rounding of logits of this size, and no growth from segment to segment.
+  assert per_segment.max() < 0.03 * scale, (per_segment, scale)
+  assert per_segment[-4:].mean() < 2 * per_segment[:4].mean(), per_segment
   memory, bf16_memory = np.asarray(state.memory_MxBxNxD), np.asarray(bf16_state.memory_MxBxNxD)
   assert np.abs(memory - bf16_memory).max() < 0.02 * np.abs(memory).max()

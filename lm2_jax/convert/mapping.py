@@ -272,6 +272,7 @@ def config_to_hf(cfg: Config, dtype: str = "float32", extra: dict | None = None)
       "intermediate_size": m.mlp_width,
       "hidden_act": "silu",
       "rms_norm_eps": m.norm_eps,
+      "initializer_range": m.resolved_initializer_std,
       "rope_theta": m.rope_theta,
       "rope_scaling": scaling,
       "max_position_embeddings": max_pos,

@@ -158,7 +158,7 @@ class SelfAttention(nn.Module):
                cache_start_B: Array, count_B: Array, mask_BxCxS: Array):
     cfg = self.cfg
     d, h, g, k = cfg.width, cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim
-    init = normal(cfg.initializer_std)
+    init = normal(cfg.resolved_initializer_std)
     wq = param(self, "q", (d, h, k), ("embed", "heads", "head_dim"), init)
     wk = param(self, "k", (d, g, k), ("embed", "kv_heads", "head_dim"), init)
     wv = param(self, "v", (d, g, k), ("embed", "kv_heads", "head_dim"), init)
@@ -192,7 +192,7 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x_BxCxD: Array) -> Array:
     d, f = self.cfg.width, self.cfg.mlp_width
-    init = normal(self.cfg.initializer_std)
+    init = normal(self.cfg.resolved_initializer_std)
     w_gate = param(self, "gate", (d, f), ("embed", "mlp"), init)
     w_up = param(self, "up", (d, f), ("embed", "mlp"), init)
     w_down = param(self, "down", (f, d), ("mlp", "embed"), init)

@@ -51,7 +51,7 @@ def _gate(module: nn.Module, name: str, cfg: ModelConfig, bias: float, keeps: in
   the sign by which its bias makes the memory keep, for the chrono initialisation."""
   d = cfg.width
   w = param(module, f"{name}_kernel", (d, d), ("embed", "memory_width"),
-            normal(cfg.initializer_std))
+            normal(cfg.resolved_initializer_std))
   init = nn.initializers.constant(bias)
   if keeps and cfg.memory.gate_timescale:
     init = _chrono(cfg.memory.gate_timescale, keeps)
@@ -163,7 +163,7 @@ class MemoryRead(nn.Module):
   @nn.compact
   def __call__(self, u_BxCxD: Array, memory_BxNxD: Array) -> Array:
     cfg = self.cfg
-    init = normal(cfg.initializer_std)
+    init = normal(cfg.resolved_initializer_std)
     wq = _heads(self, "q", cfg, init)
     wk = _heads(self, "k", cfg, init)
     # zero_init: nothing is read at first, so the block computes exactly the vanilla block;
@@ -200,7 +200,7 @@ class MemoryWrite(nn.Module):
   @nn.compact
   def __call__(self, prev_BxNxD: Array, u_BxSxD: Array, valid_BxS: Array) -> Array:
     cfg = self.cfg
-    init = normal(cfg.initializer_std)
+    init = normal(cfg.resolved_initializer_std)
     aq, ak, av = (_heads(self, n, cfg, init) for n in ("q", "k", "v"))
     w_in, b_in = _gate(self, "input_gate", cfg, cfg.memory.input_bias,
                        keeps=-1 if cfg.memory.update == "convex" else 0)
