@@ -42,6 +42,8 @@ scratch on the default's stream (seed 0):
            plateau (seed 0), one did not (seed 1)
   bpe0k_init  bpe0k initialised with standard deviation 1/sqrt(width) = 0.125 instead of 0.02:
            on the single-token task that ends the recency plateau (both seeds, by step 1,000)
+  vanilla0k_init  vanilla0k initialised at 0.125: bytes instead of BPE tokens, otherwise
+           the backbone that learned to read the question in bpe0k_init
   seg64, seg128  segments of 64 and 128 bytes instead of 32 (the same bytes per batch; the
            curriculum and gap ceilings scaled to the same byte counts): a fact and the
            whole question then mostly sit in one segment's attention.
@@ -90,6 +92,8 @@ VARIANTS = {
     "bpe0k_wd0": ["train.steps=3000", *BPE_ZERO_K, "train.weight_decay=0"],
     "bpe0k_wide": ["train.steps=3000", *BPE_ZERO_K, "model.width=128", "model.mlp_width=512"],
     "bpe0k_init": ["train.steps=3000", *BPE_ZERO_K, "model.initializer_std=0.125"],
+    "vanilla0k_init": ["train.steps=1800", *ZERO_K, "model.memory.kind=none",
+                       "model.attention_scope=full", "model.initializer_std=0.125"],
     "seg64": ["train.steps=600", "model.segment_len=64", "train.curriculum.max_segments=[3,5,8]",
               "train.curriculum.min_segments=3", "data.max_gap_segments=4"],
     "seg128": ["train.steps=600", "model.segment_len=128",
