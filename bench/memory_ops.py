@@ -35,16 +35,15 @@ def _fwd_bwd(module, *inputs):
 def run(config: str, slots: Sequence[int], repeats: int, batch: int) -> list[dict]:
   cfg = load_config(config).model
   b, s, d = batch, cfg.segment_len, cfg.width
-  g, k = cfg.num_kv_heads, cfg.resolved_head_dim
+  k = cfg.resolved_head_dim
   rng = np.random.default_rng(0)
   u = jnp.asarray(rng.standard_normal((b, s, d)), jnp.float32)
   pos = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
   cos, sin = rope_tables(pos, rope_inv_freq(k, cfg.rope_theta, cfg.rope_scaling))
-  cache = jnp.zeros((b, s, g, k), jnp.float32)
   mask = jnp.broadcast_to(jnp.tril(jnp.ones((s, s), bool)), (b, s, s))
-  start = jnp.zeros((b,), jnp.int32)
-  base = {"attention": _fwd_bwd(SelfAttention(cfg, jnp.float32), u, cos, sin, cache, cache,
-                                start, mask),
+  # As training runs it in segment scope: the segment attends within itself, no cache.
+  base = {"attention": _fwd_bwd(SelfAttention(cfg, jnp.float32), u, cos, sin, None, None,
+                                None, None, mask),
           "mlp": _fwd_bwd(MLP(cfg, jnp.float32), u)}
   records = []
   for n in slots:
