@@ -10,7 +10,9 @@ more questions after random earlier facts, answered in the text and scored, so a
 gives several answers (as `data.interleaved_questions` does for the BABILong stream). The
 model is the library's (`build_model`, `configs/babilong_tiny.yaml` with the memory off and
 full causal attention; more `key=value` overrides go to the model config), trained with AdamW
-(b2 0.95, constant learning rate) on fresh batches of 64 sequences.
+(b2 0.95, constant learning rate) on fresh batches of 64 sequences. The weights start at the
+library's default scale, 1/sqrt(width); `model.initializer_std=0.02` gives the old one, on
+which this decoder sits on the recency plateau for thousands of steps (docs/results.md).
 
 Every ``--eval-every`` steps it prints the training loss and a held-out accuracy on 2,048
 sequences of the plain format (one final question) with its 95% interval, overall and on the

@@ -178,8 +178,9 @@ class Core(nn.Module):
 
   def setup(self):
     cfg = self.cfg
+    init = normal(cfg.resolved_initializer_std)
     self.embedding = self.param(
-        "embedding", nn.with_logical_partitioning(normal(cfg.resolved_initializer_std), ("vocab", "embed")),
+        "embedding", nn.with_logical_partitioning(init, ("vocab", "embed")),
         (cfg.vocab_size, cfg.width), jnp.float32)
     m = cfg.num_memory_layers
     if m and cfg.memory.init == "learned":
@@ -195,7 +196,7 @@ class Core(nn.Module):
     self.final_norm = RMSNorm(cfg.norm_eps, dtype_of(cfg.compute_dtype))
     if not cfg.tie_embeddings:
       self.lm_head = self.param(
-          "lm_head", nn.with_logical_partitioning(normal(cfg.resolved_initializer_std), ("embed", "vocab")),
+          "lm_head", nn.with_logical_partitioning(init, ("embed", "vocab")),
           (cfg.width, cfg.vocab_size), jnp.float32)
 
   def _initial_memory(self) -> Array:
