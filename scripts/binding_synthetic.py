@@ -36,6 +36,7 @@ import optax
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lm2_jax.config import load_config  # pylint: disable=wrong-import-position
+from lm2_jax.evaluation.report import wilson_interval  # pylint: disable=wrong-import-position
 from lm2_jax.model import build_model  # pylint: disable=wrong-import-position
 
 BOS, QUESTION, ANSWER = 1, 5, 6
@@ -70,15 +71,6 @@ def batch(rng: np.random.Generator, size: int, facts: int, filler: int, question
     ask(facts, final=True)
     rows.append(seq); targets.append(target); binding.append(hard)
   return jnp.array(rows), jnp.array(targets), jnp.array(binding)
-
-
-def wilson(k: int, n: int) -> tuple[float, float]:
-  """95% Wilson interval of k successes in n."""
-  if n == 0:
-    return 0.0, 1.0
-  z, p = 1.96, k / n
-  mid, half = (p + z * z / (2 * n)), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-  return (mid - half) / (1 + z * z / n), (mid + half) / (1 + z * z / n)
 
 
 def main(argv=None) -> int:
@@ -143,7 +135,7 @@ def report(i: int, value, right, hard, held_right, held, start: float) -> None:
   _, held_y, held_hard = (np.asarray(a) for a in held)
   k, n = int(held_right.sum()), int((held_y >= 0).sum())
   kb, nb = int((held_right & held_hard).sum()), int(held_hard.sum())
-  (lo, hi), (blo, bhi) = wilson(k, n), wilson(kb, nb)
+  (lo, hi), (blo, bhi) = wilson_interval(k, n), wilson_interval(kb, nb)
   print(f"step {i}: loss {float(value):.4f}, batch binding accuracy "
         f"{(right & hard).sum() / max(hard.sum(), 1):.3f}; held out {k / n:.3f} "
         f"[{lo:.3f}, {hi:.3f}] n={n}, binding {kb / max(nb, 1):.3f} [{blo:.3f}, {bhi:.3f}] "
@@ -158,9 +150,8 @@ def _train_transformers(args, cfg, rng, held) -> int:
   from lm2_jax.convert.mapping import config_to_hf  # pylint: disable=import-outside-toplevel
   torch.manual_seed(args.seed)
   torch.set_num_threads(2)
-  hf = config_to_hf(cfg)
-  hf["initializer_range"] = cfg.model.resolved_initializer_std
-  model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**hf))
+  # config_to_hf carries the initialisation scale (initializer_range) along with the shape.
+  model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**config_to_hf(cfg)))
   opt = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, betas=(0.9, 0.95),
                           weight_decay=args.weight_decay)
 

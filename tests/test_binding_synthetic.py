@@ -48,9 +48,3 @@ def test_plain_format_has_one_answer_and_binding_questions_are_not_the_last_fact
   # About 1 - 1/4 of the questions ask another actor than the last fact's (4 names).
   assert 0.5 < hard[:, -1].mean() < 0.85
   assert [_replay(*row, filler=2) for row in zip(x, y, hard)] == [1] * 500
-
-
-def test_wilson_interval():
-  lo, hi = bs.wilson(50, 100)
-  assert abs(lo - 0.404) < 1e-3 and abs(hi - 0.596) < 1e-3
-  assert bs.wilson(0, 0) == (0.0, 1.0)
