@@ -1,6 +1,7 @@
 """The benchmark suite: side-by-side ratios on the shipped code paths.
 
     python bench/run.py --suite quick|full --output bench.json [--only train_step,context]
+    python bench/run.py --suite smoke --output /tmp/smoke.json   # every benchmark, tiny sizes
 
 Benchmarks (docs/performance.md explains each and holds a full run's tables):
   peak        measured matmul FLOP/s (float32, bfloat16): the MFU's denominator
@@ -36,9 +37,27 @@ from bench import context, memory_ops, reference, train_step  # noqa: E402
 TINY, B50M = "configs/tiny.yaml", "configs/bench_50m.yaml"
 OFF = ["model.memory.kind=none"]
 
-# Per suite: which train-step groups run (config, variants, reference), repeats, and the
-# other benchmarks' sizes. `quick` keeps what the headline needs.
+# Shrinks bench_50m (memory kept at its 64 slots) so that `smoke` runs in seconds; batches of
+# 8 split over the 8 devices the tests fake.
+SMALL = ["model.width=64", "model.num_layers=2", "model.num_heads=2", "model.num_kv_heads=1",
+         "model.memory.num_heads=2", "model.mlp_width=128", "model.vocab_size=512",
+         "model.segment_len=32", "train.seq_len=64", "train.batch_size=8"]
+
+# Per suite: which train-step groups run (config, variants, reference) on top of
+# `train_base`, repeats, and the other benchmarks' sizes. `quick` keeps what the headline
+# needs; `smoke` runs every benchmark at tiny sizes (the test suite runs it: a benchmark whose
+# module no longer fits the model's API fails there, not in the next measurement).
 SUITES = {
+    "smoke": {
+        "repeats": 1,
+        "peak_size": 256,
+        "train_base": SMALL,
+        "train_groups": [(B50M, {"off": OFF, "on64": []}, "off")],
+        "memory_config": TINY,
+        "memory_slots": [4],
+        "context": (["1k"], ["1k"]),
+        "reference": (8, 32),
+    },
     "quick": {
         "repeats": 3,
         "train_groups": [
@@ -71,12 +90,12 @@ SUITES = {
 }
 
 
-def peak(repeats: int) -> list[dict]:
+def peak(repeats: int, size: int = 1536) -> list[dict]:
   out = []
   for name, dtype in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16)):
-    flops = measure_matmul_flops(size=1536, repeats=4, trials=max(repeats, 3), dtype=dtype)
+    flops = measure_matmul_flops(size=size, repeats=4, trials=max(repeats, 3), dtype=dtype)
     out.append({"benchmark": "peak", "dtype": name, "matmul_gflops_per_s": flops / 1e9,
-                "size": 1536})
+                "size": size})
   return out
 
 
@@ -159,14 +178,14 @@ def main(argv=None) -> int:
       failed.append(name)
       note([{"benchmark": name, "error": f"{type(e).__name__}: {e}"}])
 
-  bench("peak", lambda: peak(suite["repeats"]))
-  bench("context", lambda: context.run(TINY, *suite["context"], repeats=2))
+  bench("peak", lambda: peak(suite["repeats"], suite.get("peak_size", 1536)))
+  bench("context", lambda: context.run(TINY, *suite["context"], repeats=min(2, suite["repeats"])))
   bench("reference", lambda: reference.run(*suite["reference"], suite["repeats"]))
   for config, variants, ref in suite["train_groups"]:
     bench("train_step", lambda c=config, v=variants, r=ref: train_step.run_group(
-        c, v, [], r, suite["repeats"]))
-  bench("memory_ops", lambda: memory_ops.run(B50M, suite["memory_slots"], suite["repeats"],
-                                             batch=2))
+        c, v, suite.get("train_base", []), r, suite["repeats"]))
+  bench("memory_ops", lambda: memory_ops.run(suite.get("memory_config", B50M),
+                                             suite["memory_slots"], suite["repeats"], batch=2))
   result = save()
   print(json.dumps(result["headline"], indent=1))
   if failed:

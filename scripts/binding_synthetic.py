@@ -1,7 +1,8 @@
 """qa1's binding stripped to single tokens: how long does the decoder take to learn it?
 
     python scripts/binding_synthetic.py [--steps 3000] [--facts 3] [--questions 0]
-        [--seed 0] [--learning-rate 2e-3] [--weight-decay 0.1] [key=value ...]
+        [--seed 0] [--learning-rate 2e-3] [--weight-decay 0.1]
+        [--background 0 --eval-gaps 0,128,512] [key=value ...]
 
 A sequence is [BOS, name, (filler...), room, name, room, ..., Q, name, A] with 4 names and 6
 rooms drawn at random (names may repeat: the answer is the room of the asked name's last
@@ -13,6 +14,12 @@ full causal attention; more `key=value` overrides go to the model config), train
 (b2 0.95, constant learning rate) on fresh batches of 64 sequences. The weights start at the
 library's default scale, 1/sqrt(width); `model.initializer_std=0.02` gives the old one, on
 which this decoder sits on the recency plateau for thousands of steps (docs/results.md).
+
+``--background N`` surrounds the story with N random haystack tokens, up to N of them between
+the last fact and the question; with the memory on and attention within short segments
+(`model.memory.kind=lm2 model.attention_scope=segment model.segment_len=8`) the binding then
+has to cross segments through the memory, and ``--eval-gaps`` measures it at gaps longer
+than any trained.
 
 Every ``--eval-every`` steps it prints the training loss and a held-out accuracy on 2,048
 sequences of the plain format (one final question) with its 95% interval, overall and on the
@@ -40,22 +47,31 @@ from lm2_jax.evaluation.report import wilson_interval  # pylint: disable=wrong-i
 from lm2_jax.model import build_model  # pylint: disable=wrong-import-position
 
 BOS, QUESTION, ANSWER = 1, 5, 6
-NAMES, ROOMS = np.arange(10, 14), np.arange(20, 26)
+NAMES, ROOMS, HAYSTACK = np.arange(10, 14), np.arange(20, 26), np.arange(100, 164)
 
 
-def batch(rng: np.random.Generator, size: int, facts: int, filler: int, questions: int = 0):
+def batch(rng: np.random.Generator, size: int, facts: int, filler: int, questions: int = 0,
+          background: int = 0, gap: int | None = None):
   """tokens int32[size, T], targets int32[size, T] (-1 where nothing is scored), and
   bool[size, T]: the scored answers whose actor is not the last fact's (recency is wrong there).
 
   The final question is always there; ``questions`` more are asked after random earlier facts,
-  each about an actor seen so far, answered, so one sequence scores several answers."""
+  each about an actor seen so far, answered, so one sequence scores several answers.
+  ``background`` random haystack tokens surround the story: ``gap`` of them (drawn uniformly
+  from 0..background per sequence when None) lie between the story and the final question,
+  the rest before the story, so every sequence has the same length."""
   fill = list(range(30, 30 + filler))
   rows, targets, binding = [], [], []
   for _ in range(size):
     names, rooms = rng.choice(NAMES, facts), rng.choice(ROOMS, facts)
+    haystack, between = [], 0
+    if background:  # (draws nothing otherwise: the plain format's stream stays as it was)
+      between = int(rng.integers(0, background + 1)) if gap is None else gap
+      haystack = rng.choice(HAYSTACK, background).tolist()
     after = set(rng.choice(np.arange(facts - 1), min(questions, facts - 1), replace=False)
                 ) if questions and facts > 1 else set()
-    seq, target, hard = [BOS], [-1], [False]
+    seq = [BOS] + haystack[between:]
+    target, hard = [-1] * len(seq), [False] * len(seq)
     def ask(seen: int, final: bool) -> None:
       # The logits at ANSWER predict the room; an earlier answer stays in the text.
       asked = rng.choice(names[:seen])
@@ -68,6 +84,7 @@ def batch(rng: np.random.Generator, size: int, facts: int, filler: int, question
       seq += [n] + fill + [r]; target += [-1] * (2 + len(fill)); hard += [False] * (2 + len(fill))
       if i in after:
         ask(i + 1, final=False)
+    seq += haystack[:between]; target += [-1] * between; hard += [False] * between
     ask(facts, final=True)
     rows.append(seq); targets.append(target); binding.append(hard)
   return jnp.array(rows), jnp.array(targets), jnp.array(binding)
@@ -85,6 +102,12 @@ def main(argv=None) -> int:
   p.add_argument("--seed", type=int, default=0, help="draws the batches and the initialisation")
   p.add_argument("--eval-samples", type=int, default=2048)
   p.add_argument("--eval-every", type=int, default=500)
+  p.add_argument("--background", type=int, default=0,
+                 help="haystack tokens per training sequence; the gap between the story and "
+                      "the final question is drawn from 0..background")
+  p.add_argument("--eval-gaps", default="",
+                 help="comma-separated gaps (haystack tokens before the final question) of "
+                      "extra held-out sets, e.g. 0,64,512: how far the binding carries")
   p.add_argument("--backend", choices=("jax", "transformers"), default="jax",
                  help="transformers: Hugging Face's LlamaForCausalLM of the same shape in "
                       "PyTorch (its own initialisation, torch AdamW): is the plateau ours?")
@@ -94,14 +117,15 @@ def main(argv=None) -> int:
                     ["model.memory.kind=none", "model.attention_scope=full",
                      "model.vocab_size=512", "model.segment_len=32", *args.overrides])
   rng = np.random.default_rng(args.seed)
-  # Held out: the plain format (one final question), drawn from a generator of its own.
-  held = batch(np.random.default_rng(10_000 + args.seed), args.eval_samples, args.facts,
-               args.filler)
+  # Held out: the plain format (one final question), drawn from a generator of its own; with
+  # --background, at the largest gap trained, then at every --eval-gaps gap.
+  gaps = [args.background] + [int(g) for g in args.eval_gaps.split(",") if g.strip()]
+  held = {gap: batch(np.random.default_rng(10_000 + args.seed), args.eval_samples, args.facts,
+                     args.filler, background=gap, gap=gap) for gap in dict.fromkeys(gaps)}
   if args.backend == "transformers":
     return _train_transformers(args, cfg, rng, held)
-  held_x, held_y, _ = held
   model = build_model(cfg.model)
-  params = model.init(jax.random.PRNGKey(args.seed), held_x[:2])["params"]
+  params = model.init(jax.random.PRNGKey(args.seed), held[args.background][0][:2])["params"]
   tx = optax.adamw(args.learning_rate, b2=0.95, weight_decay=args.weight_decay)
   opt = tx.init(params)
 
@@ -118,28 +142,37 @@ def main(argv=None) -> int:
     updates, opt = tx.update(grads, opt, params)
     return optax.apply_updates(params, updates), opt, value, right
 
-  evaluate = jax.jit(scored)
+  evaluate = jax.jit(lambda p, x, y: scored(p, x, y)[1])
+
+  def held_right(x, y):  # in chunks: long gaps make the logits of 2,048 rows large
+    return np.concatenate([evaluate(params, x[j:j + 256], y[j:j + 256])
+                           for j in range(0, len(x), 256)])
 
   start = time.time()
   for i in range(1, args.steps + 1):
-    x, y, hard = batch(rng, 64, args.facts, args.filler, args.questions)
+    x, y, hard = batch(rng, 64, args.facts, args.filler, args.questions, args.background)
     params, opt, value, right = step(params, opt, x, y)
     if i % args.eval_every == 0 or i == args.steps:
-      report(i, value, right, hard, evaluate(params, held_x, held_y)[1], held, start)
+      report(i, value, right, hard, {g: held_right(*h[:2]) for g, h in held.items()}, held,
+             start)
   return 0
 
 
-def report(i: int, value, right, hard, held_right, held, start: float) -> None:
-  """One line: training loss, batch binding accuracy, held-out accuracy with intervals."""
-  right, hard, held_right = np.asarray(right), np.asarray(hard), np.asarray(held_right)
-  _, held_y, held_hard = (np.asarray(a) for a in held)
-  k, n = int(held_right.sum()), int((held_y >= 0).sum())
-  kb, nb = int((held_right & held_hard).sum()), int(held_hard.sum())
-  (lo, hi), (blo, bhi) = wilson_interval(k, n), wilson_interval(kb, nb)
+def report(i: int, value, right, hard, held_right: dict, held: dict, start: float) -> None:
+  """Training loss and batch binding accuracy, then the held-out accuracy with intervals per
+  gap (one line when there is one held-out set, as without --background)."""
+  right, hard = np.asarray(right), np.asarray(hard)
   print(f"step {i}: loss {float(value):.4f}, batch binding accuracy "
-        f"{(right & hard).sum() / max(hard.sum(), 1):.3f}; held out {k / n:.3f} "
-        f"[{lo:.3f}, {hi:.3f}] n={n}, binding {kb / max(nb, 1):.3f} [{blo:.3f}, {bhi:.3f}] "
-        f"n={nb}; {time.time() - start:.0f} s", flush=True)
+        f"{(right & hard).sum() / max(hard.sum(), 1):.3f};", end="" if len(held) == 1 else "\n")
+  for gap, (_, held_y, held_hard) in held.items():
+    got, held_y, held_hard = (np.asarray(a) for a in (held_right[gap], held_y, held_hard))
+    k, n = int(got.sum()), int((held_y >= 0).sum())
+    kb, nb = int((got & held_hard).sum()), int(held_hard.sum())
+    (lo, hi), (blo, bhi) = wilson_interval(k, n), wilson_interval(kb, nb)
+    where = "" if len(held) == 1 else f"  gap {gap}:"
+    print(f"{where} held out {k / n:.3f} [{lo:.3f}, {hi:.3f}] n={n}, binding "
+          f"{kb / max(nb, 1):.3f} [{blo:.3f}, {bhi:.3f}] n={nb}; {time.time() - start:.0f} s",
+          flush=True)
 
 
 def _train_transformers(args, cfg, rng, held) -> int:
@@ -166,14 +199,16 @@ def _train_transformers(args, cfg, rng, held) -> int:
 
   start = time.time()
   for i in range(1, args.steps + 1):
-    x, y, hard = batch(rng, 64, args.facts, args.filler, args.questions)
+    x, y, hard = batch(rng, 64, args.facts, args.filler, args.questions, args.background)
     value, right = scored(x, y)
     opt.zero_grad()
     value.backward()
     opt.step()
     if i % args.eval_every == 0 or i == args.steps:
       with torch.no_grad():
-        held_right = scored(held[0], held[1])[1]
+        held_right = {gap: np.concatenate([scored(x[j:j + 256], y[j:j + 256])[1]
+                                           for j in range(0, len(x), 256)])
+                      for gap, (x, y, _) in held.items()}
       report(i, value.item(), right, hard, held_right, held, start)
   return 0
 

@@ -1,17 +1,55 @@
-"""The benchmark modules still drive the model's current API (a smoke run at tiny sizes).
+"""The benchmark suite still drives the library's current API (its `smoke` suite, tiny sizes).
 
-Benchmarks are not run as tests; this only checks that they execute, so that a change of a
-module's signature cannot break `bench/run.py` unnoticed, as it once did for memory_ops.
+Benchmarks are not run as tests; this only checks that every one of them executes and writes
+the records and headline that docs/performance.md reads, so that a change of the model's or
+the engine's signatures cannot break `bench/run.py` unnoticed, as it once did for memory_ops.
 """
 
+import json
 import math
 
+import pytest
+
 from bench import memory_ops
+from bench import run as bench_run
+
+
+def _finite_positive(record: dict, *keys: str) -> None:
+  for key in keys:
+    assert math.isfinite(record[key]) and record[key] > 0, (record["benchmark"], key)
 
 
 def test_memory_ops_times_read_write_attention_and_mlp():
   records = memory_ops.run("configs/tiny.yaml", [4], repeats=1, batch=1)
   assert [r["slots"] for r in records] == [4]
-  for key in ("read_s", "write_s", "attention_s", "mlp_s", "read_over_attention",
-              "memory_over_attention_mlp"):
-    assert math.isfinite(records[0][key]) and records[0][key] > 0, key
+  _finite_positive(records[0], "read_s", "write_s", "attention_s", "mlp_s",
+                   "read_over_attention", "memory_over_attention_mlp")
+
+
+@pytest.mark.slow
+def test_smoke_suite_runs_every_benchmark_and_writes_the_headline(tmp_path):
+  out = tmp_path / "bench.json"
+  assert bench_run.main(["--suite", "smoke", "--output", str(out)]) == 0
+  result = json.loads(out.read_text())
+  by_name: dict[str, list[dict]] = {}
+  for record in result["records"]:
+    assert "error" not in record, record
+    by_name.setdefault(record["benchmark"], []).append(record)
+  assert set(by_name) == {"peak", "train_step", "context", "reference", "memory_ops"}
+  assert {r["dtype"] for r in by_name["peak"]} == {"float32", "bfloat16"}
+  steps = {r["variant"]: r for r in by_name["train_step"]}
+  assert set(steps) == {"off", "on64"} and steps["off"]["time_ratio_to_reference"] == 1.0
+  _finite_positive(steps["on64"], "tokens_per_s", "mfu_vs_measured_peak",
+                   "time_ratio_to_reference", "flop_ratio_to_reference")
+  assert steps["on64"]["flop_ratio_to_reference"] > 1  # the memory adds FLOPs
+  assert {r["attention_scope"] for r in by_name["context"]} == {"segment", "full"}
+  for record in by_name["context"]:
+    _finite_positive(record, "seconds_per_token")
+  head = result["headline"]
+  assert math.isclose(head["memory_efficiency"], steps["on64"]["time_ratio_to_reference"]
+                      / steps["on64"]["flop_ratio_to_reference"])
+  # With torch and transformers installed (requirements-dev.txt) the reference runs too.
+  if "skipped" not in by_name["reference"][0]:
+    assert {r["kind"] for r in by_name["reference"]} == {"train_step", "forward"}
+    assert head["vanilla_speedup_vs_transformers"] > 0
+  assert bench_run.main(["--suite", "smoke", "--only", "nope", "--output", str(out)]) == 2

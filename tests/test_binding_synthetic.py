@@ -48,3 +48,16 @@ def test_plain_format_has_one_answer_and_binding_questions_are_not_the_last_fact
   # About 1 - 1/4 of the questions ask another actor than the last fact's (4 names).
   assert 0.5 < hard[:, -1].mean() < 0.85
   assert [_replay(*row, filler=2) for row in zip(x, y, hard)] == [1] * 500
+
+
+def test_background_puts_the_gap_between_the_story_and_the_final_question():
+  rng = np.random.default_rng(2)
+  x, y, hard = (np.asarray(a) for a in bs.batch(rng, 300, facts=3, filler=0, background=24))
+  assert x.shape == (300, 1 + 24 + 3 * 2 + 3)  # every sequence as long: one compiled shape
+  assert [_replay(*row) for row in zip(x, y, hard)] == [1] * 300
+  # The haystack before the question is drawn from 0..background, the rest precedes the story.
+  gaps = [int(np.isin(row[:-3], bs.HAYSTACK)[::-1].argmin()) for row in x]
+  assert min(gaps) == 0 and max(gaps) == 24 and len(set(gaps)) > 15
+  x, _, _ = (np.asarray(a) for a in bs.batch(rng, 50, facts=3, filler=0, background=24, gap=7))
+  assert np.isin(x[:, -10:-3], bs.HAYSTACK).all() and np.isin(x[:, -11], bs.ROOMS).all()
+  assert np.isin(x[:, 1:1 + 24 - 7], bs.HAYSTACK).all() and np.isin(x[:, 18], bs.NAMES).all()
