@@ -105,6 +105,9 @@ def main(argv=None) -> int:
   p.add_argument("--background", type=int, default=0,
                  help="haystack tokens per training sequence; the gap between the story and "
                       "the final question is drawn from 0..background")
+  p.add_argument("--train-gap", type=int, default=None,
+                 help="a fixed gap in training (default: drawn from 0..background); 0 puts "
+                      "all the haystack before the story, at a random place")
   p.add_argument("--eval-gaps", default="",
                  help="comma-separated gaps (haystack tokens before the final question) of "
                       "extra held-out sets, e.g. 0,64,512: how far the binding carries")
@@ -150,7 +153,8 @@ def main(argv=None) -> int:
 
   start = time.time()
   for i in range(1, args.steps + 1):
-    x, y, hard = batch(rng, 64, args.facts, args.filler, args.questions, args.background)
+    x, y, hard = batch(rng, 64, args.facts, args.filler, args.questions, args.background,
+                       args.train_gap)
     params, opt, value, right = step(params, opt, x, y)
     if i % args.eval_every == 0 or i == args.steps:
       report(i, value, right, hard, {g: held_guess(*h[:2]) for g, h in held.items()}, held,
@@ -207,7 +211,8 @@ def _train_transformers(args, cfg, rng, held) -> int:
 
   start = time.time()
   for i in range(1, args.steps + 1):
-    x, y, hard = batch(rng, 64, args.facts, args.filler, args.questions, args.background)
+    x, y, hard = batch(rng, 64, args.facts, args.filler, args.questions, args.background,
+                       args.train_gap)
     value, guess = scored(x, y)
     right = (guess == np.asarray(y)) & (np.asarray(y) >= 0)
     opt.zero_grad()
