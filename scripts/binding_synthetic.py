@@ -19,7 +19,8 @@ which this decoder sits on the recency plateau for thousands of steps (docs/resu
 the last fact and the question; with the memory on and attention within short segments
 (`model.memory.kind=lm2 model.attention_scope=segment model.segment_len=8`) the binding then
 has to cross segments through the memory, and ``--eval-gaps`` measures it at gaps longer
-than any trained.
+than any trained (held-out sequences hold the story first and the whole haystack after it,
+so gap 0 is the plain format).
 
 Every ``--eval-every`` steps it prints the training loss and a held-out accuracy on 2,048
 sequences of the plain format (one final question) with its 95% interval, overall and on the
