@@ -1,7 +1,7 @@
 """The benchmark suite: side-by-side ratios on the shipped code paths.
 
     python bench/run.py --suite quick|full --output bench.json [--only train_step,context]
-    python bench/run.py --suite smoke --output /tmp/smoke.json   # every benchmark, tiny sizes
+    python bench/run.py --suite smoke --output smoke.json        # every benchmark, tiny sizes
 
 Benchmarks (docs/performance.md explains each and holds a full run's tables):
   peak        measured matmul FLOP/s (float32, bfloat16): the MFU's denominator
