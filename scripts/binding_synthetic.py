@@ -2,7 +2,7 @@
 
     python scripts/binding_synthetic.py [--steps 3000] [--facts 3] [--questions 0]
         [--seed 0] [--learning-rate 2e-3] [--weight-decay 0.1]
-        [--background 0 --eval-gaps 0,128,512] [key=value ...]
+        [--background 0 --train-gap G --plain-steps 0 --eval-gaps 0,128,512] [key=value ...]
 
 A sequence is [BOS, name, (filler...), room, name, room, ..., Q, name, A] with 4 names and 6
 rooms drawn at random (names may repeat: the answer is the room of the asked name's last
@@ -109,6 +109,9 @@ def main(argv=None) -> int:
   p.add_argument("--train-gap", type=int, default=None,
                  help="a fixed gap in training (default: drawn from 0..background); 0 puts "
                       "all the haystack before the story, at a random place")
+  p.add_argument("--plain-steps", type=int, default=0,
+                 help="a curriculum: the first steps train on the plain format (no haystack), "
+                      "the rest with --background")
   p.add_argument("--eval-gaps", default="",
                  help="comma-separated gaps (haystack tokens before the final question) of "
                       "extra held-out sets, e.g. 0,64,512: how far the binding carries")
@@ -154,13 +157,19 @@ def main(argv=None) -> int:
 
   start = time.time()
   for i in range(1, args.steps + 1):
-    x, y, hard = batch(rng, 64, args.facts, args.filler, args.questions, args.background,
-                       args.train_gap)
+    x, y, hard = train_batch(args, rng, i)
     params, opt, value, right = step(params, opt, x, y)
     if i % args.eval_every == 0 or i == args.steps:
       report(i, value, right, hard, {g: held_guess(*h[:2]) for g, h in held.items()}, held,
              start)
   return 0
+
+
+def train_batch(args, rng: np.random.Generator, i: int):
+  """Training step i's 64 sequences (1-based): plain for the first --plain-steps steps."""
+  plain = i <= args.plain_steps
+  return batch(rng, 64, args.facts, args.filler, args.questions,
+               0 if plain else args.background, 0 if plain else args.train_gap)
 
 
 def report(i: int, value, right, hard, held_guess: dict, held: dict, start: float) -> None:
@@ -212,8 +221,7 @@ def _train_transformers(args, cfg, rng, held) -> int:
 
   start = time.time()
   for i in range(1, args.steps + 1):
-    x, y, hard = batch(rng, 64, args.facts, args.filler, args.questions, args.background,
-                       args.train_gap)
+    x, y, hard = train_batch(args, rng, i)
     value, guess = scored(x, y)
     right = (guess == np.asarray(y)) & (np.asarray(y) >= 0)
     opt.zero_grad()

@@ -61,3 +61,12 @@ def test_background_puts_the_gap_between_the_story_and_the_final_question():
   x, _, _ = (np.asarray(a) for a in bs.batch(rng, 50, facts=3, filler=0, background=24, gap=7))
   assert np.isin(x[:, -10:-3], bs.HAYSTACK).all() and np.isin(x[:, -11], bs.ROOMS).all()
   assert np.isin(x[:, 1:1 + 24 - 7], bs.HAYSTACK).all() and np.isin(x[:, 18], bs.NAMES).all()
+
+
+def test_plain_steps_train_on_the_plain_format_first():
+  import argparse  # pylint: disable=import-outside-toplevel
+  args = argparse.Namespace(facts=3, filler=0, questions=0, background=16, train_gap=None,
+                            plain_steps=2)
+  rng = np.random.default_rng(3)
+  shapes = [bs.train_batch(args, rng, i)[0].shape for i in (1, 2, 3)]
+  assert shapes == [(64, 1 + 6 + 3), (64, 1 + 6 + 3), (64, 1 + 16 + 6 + 3)]
