@@ -37,8 +37,8 @@ from bench import context, memory_ops, reference, train_step  # noqa: E402
 TINY, B50M = "configs/tiny.yaml", "configs/bench_50m.yaml"
 OFF = ["model.memory.kind=none"]
 
-# Shrinks bench_50m (memory kept at its 64 slots) so that `smoke` runs in seconds; batches of
-# 8 split over the 8 devices the tests fake.
+# Shrinks bench_50m (memory kept at its 64 slots) so that `smoke` runs in a minute or two;
+# batches of 8 split over the 8 devices the tests fake.
 SMALL = ["model.width=64", "model.num_layers=2", "model.num_heads=2", "model.num_kv_heads=1",
          "model.memory.num_heads=2", "model.mlp_width=128", "model.vocab_size=512",
          "model.segment_len=32", "train.seq_len=64", "train.batch_size=8"]
