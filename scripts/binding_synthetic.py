@@ -151,17 +151,13 @@ def main(argv=None) -> int:
 
   evaluate = jax.jit(lambda p, x, y: scored(p, x, y)[1])
 
-  def held_guess(x, y):  # in chunks: long gaps make the logits of 2,048 rows large
-    return np.concatenate([evaluate(params, x[j:j + 256], y[j:j + 256])
-                           for j in range(0, len(x), 256)])
-
   start = time.time()
   for i in range(1, args.steps + 1):
     x, y, hard = train_batch(args, rng, i)
     params, opt, value, right = step(params, opt, x, y)
     if i % args.eval_every == 0 or i == args.steps:
-      report(i, value, right, hard, {g: held_guess(*h[:2]) for g, h in held.items()}, held,
-             start)
+      guesses = held_guesses(lambda x, y: evaluate(params, x, y), held)
+      report(i, value, right, hard, guesses, held, start)
   return 0
 
 
@@ -170,6 +166,14 @@ def train_batch(args, rng: np.random.Generator, i: int):
   plain = i <= args.plain_steps
   return batch(rng, 64, args.facts, args.filler, args.questions,
                0 if plain else args.background, 0 if plain else args.train_gap)
+
+
+def held_guesses(guess, held: dict, chunk: int = 256) -> dict:
+  """The argmax at every position of each held-out set, `guess(x, y)` called on chunks of
+  rows (long gaps make the logits of 2,048 rows large)."""
+  return {gap: np.concatenate([np.asarray(guess(x[j:j + chunk], y[j:j + chunk]))
+                               for j in range(0, len(x), chunk)])
+          for gap, (x, y, _) in held.items()}
 
 
 def report(i: int, value, right, hard, held_guess: dict, held: dict, start: float) -> None:
@@ -229,10 +233,8 @@ def _train_transformers(args, cfg, rng, held) -> int:
     opt.step()
     if i % args.eval_every == 0 or i == args.steps:
       with torch.no_grad():
-        held_guess = {gap: np.concatenate([scored(x[j:j + 256], y[j:j + 256])[1]
-                                           for j in range(0, len(x), 256)])
-                      for gap, (x, y, _) in held.items()}
-      report(i, value.item(), right, hard, held_guess, held, start)
+        guesses = held_guesses(lambda x, y: scored(x, y)[1], held)
+      report(i, value.item(), right, hard, guesses, held, start)
   return 0
 
 
