@@ -1,14 +1,16 @@
 """qa1's binding stripped to single tokens: how long does the decoder take to learn it?
 
     python scripts/binding_synthetic.py [--steps 3000] [--facts 3] [--questions 0]
-        [--seed 0] [--learning-rate 2e-3] [--weight-decay 0.1]
+        [--final-questions 1] [--seed 0] [--learning-rate 2e-3] [--weight-decay 0.1]
         [--background 0 --train-gap G --plain-steps 0 --eval-gaps 0,128,512] [key=value ...]
 
 A sequence is [BOS, name, (filler...), room, name, room, ..., Q, name, A] with 4 names and 6
 rooms drawn at random (names may repeat: the answer is the room of the asked name's last
 fact), and the model predicts the room at A: qa1 without the words. ``--questions K`` asks K
 more questions after random earlier facts, answered in the text and scored, so a sequence
-gives several answers (as `data.interleaved_questions` does for the BABILong stream). The
+gives several answers (as `data.interleaved_questions` does for the BABILong stream);
+``--final-questions K`` ends each training sequence with K questions about the whole story
+instead of one (multi-query associative recall), every answer scored. The
 model is the library's (`build_model`, `configs/babilong_tiny.yaml` with the memory off and
 full causal attention; more `key=value` overrides go to the model config), trained with AdamW
 (b2 0.95, constant learning rate) on fresh batches of 64 sequences. The weights start at the
@@ -52,7 +54,7 @@ NAMES, ROOMS, HAYSTACK = np.arange(10, 14), np.arange(20, 26), np.arange(100, 16
 
 
 def batch(rng: np.random.Generator, size: int, facts: int, filler: int, questions: int = 0,
-          background: int = 0, gap: int | None = None):
+          background: int = 0, gap: int | None = None, final: int = 1):
   """tokens int32[size, T], targets int32[size, T] (-1 where nothing is scored), and
   bool[size, T]: the scored answers whose actor is not the last fact's (recency is wrong there).
 
@@ -60,7 +62,9 @@ def batch(rng: np.random.Generator, size: int, facts: int, filler: int, question
   each about an actor seen so far, answered, so one sequence scores several answers.
   ``background`` random haystack tokens surround the story: ``gap`` of them (drawn uniformly
   from 0..background per sequence when None) lie between the story and the final question,
-  the rest before the story, so every sequence has the same length."""
+  the rest before the story, so every sequence has the same length. ``final`` questions end
+  the sequence, one after another about actors drawn from the whole story (all scored, the
+  earlier ones answered in the text), as in multi-query associative recall."""
   fill = list(range(30, 30 + filler))
   rows, targets, binding = [], [], []
   for _ in range(size):
@@ -86,7 +90,8 @@ def batch(rng: np.random.Generator, size: int, facts: int, filler: int, question
       if i in after:
         ask(i + 1, final=False)
     seq += haystack[:between]; target += [-1] * between; hard += [False] * between
-    ask(facts, final=True)
+    for k in range(final):
+      ask(facts, final=k == final - 1)
     rows.append(seq); targets.append(target); binding.append(hard)
   return jnp.array(rows), jnp.array(targets), jnp.array(binding)
 
@@ -98,6 +103,9 @@ def main(argv=None) -> int:
   p.add_argument("--filler", type=int, default=0, help="tokens between a name and its room")
   p.add_argument("--questions", type=int, default=0,
                  help="extra questions asked (and scored) after random earlier facts")
+  p.add_argument("--final-questions", type=int, default=1,
+                 help="questions at the end of each training sequence, each about an actor "
+                      "of the whole story, all scored (held-out sets keep one)")
   p.add_argument("--learning-rate", type=float, default=2e-3)
   p.add_argument("--weight-decay", type=float, default=0.1)
   p.add_argument("--seed", type=int, default=0, help="draws the batches and the initialisation")
@@ -165,7 +173,8 @@ def train_batch(args, rng: np.random.Generator, i: int):
   """Training step i's 64 sequences (1-based): plain for the first --plain-steps steps."""
   plain = i <= args.plain_steps
   return batch(rng, 64, args.facts, args.filler, args.questions,
-               0 if plain else args.background, 0 if plain else args.train_gap)
+               0 if plain else args.background, 0 if plain else args.train_gap,
+               args.final_questions)
 
 
 def held_guesses(guess, held: dict, chunk: int = 256) -> dict:

@@ -66,7 +66,21 @@ def test_background_puts_the_gap_between_the_story_and_the_final_question():
 def test_plain_steps_train_on_the_plain_format_first():
   import argparse  # pylint: disable=import-outside-toplevel
   args = argparse.Namespace(facts=3, filler=0, questions=0, background=16, train_gap=None,
-                            plain_steps=2)
+                            plain_steps=2, final_questions=1)
   rng = np.random.default_rng(3)
   shapes = [bs.train_batch(args, rng, i)[0].shape for i in (1, 2, 3)]
   assert shapes == [(64, 1 + 6 + 3), (64, 1 + 6 + 3), (64, 1 + 16 + 6 + 3)]
+
+
+def test_final_questions_ask_about_the_whole_story_after_the_haystack():
+  rng = np.random.default_rng(4)
+  x, y, hard = (np.asarray(a) for a in bs.batch(rng, 300, facts=3, filler=0, background=8,
+                                                  gap=8, final=3))
+  assert x.shape == (300, 1 + 8 + 3 * 2 + 3 * 4 - 1)
+  assert [_replay(*row) for row in zip(x, y, hard)] == [3] * 300
+  # All three come after the haystack, the first two answered in the text.
+  assert (x[:, -11] == bs.QUESTION).all() and (x[:, -7] == bs.QUESTION).all()
+  assert np.isin(x[:, -12], bs.HAYSTACK).all() and np.isin(x[:, -8], bs.ROOMS).all()
+  # They ask about any actor of the story: about half not the last fact's (as at the end
+  # of the plain format: the asked one is drawn from the 3 facts, names may repeat).
+  assert 0.35 < hard[:, [-9, -5, -1]].mean() < 0.65
