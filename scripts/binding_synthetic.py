@@ -1,7 +1,7 @@
 """qa1's binding stripped to single tokens: how long does the decoder take to learn it?
 
     python scripts/binding_synthetic.py [--steps 3000] [--facts 3] [--questions 0]
-        [--final-questions 1] [--seed 0] [--learning-rate 2e-3] [--weight-decay 0.1]
+        [--final-questions 1] [--repeated-haystack] [--seed 0] [--learning-rate 2e-3] [--weight-decay 0.1]
         [--background 0 --train-gap G --plain-steps 0 --eval-gaps 0,128,512] [key=value ...]
 
 A sequence is [BOS, name, (filler...), room, name, room, ..., Q, name, A] with 4 names and 6
@@ -51,10 +51,11 @@ from lm2_jax.model import build_model  # pylint: disable=wrong-import-position
 
 BOS, QUESTION, ANSWER = 1, 5, 6
 NAMES, ROOMS, HAYSTACK = np.arange(10, 14), np.arange(20, 26), np.arange(100, 164)
+HAYSTACK_SET = frozenset(HAYSTACK.tolist())
 
 
 def batch(rng: np.random.Generator, size: int, facts: int, filler: int, questions: int = 0,
-          background: int = 0, gap: int | None = None, final: int = 1):
+          background: int = 0, gap: int | None = None, final: int = 1, repeated: bool = False):
   """tokens int32[size, T], targets int32[size, T] (-1 where nothing is scored), and
   bool[size, T]: the scored answers whose actor is not the last fact's (recency is wrong there).
 
@@ -64,7 +65,10 @@ def batch(rng: np.random.Generator, size: int, facts: int, filler: int, question
   from 0..background per sequence when None) lie between the story and the final question,
   the rest before the story, so every sequence has the same length. ``final`` questions end
   the sequence, one after another about actors drawn from the whole story (all scored, the
-  earlier ones answered in the text), as in multi-query associative recall."""
+  earlier ones answered in the text), as in multi-query associative recall. ``repeated``
+  makes the haystack a block of distinct tokens said twice and scores the next token wherever
+  the pair it completes came earlier in the sequence: the copying a language-model loss on
+  text teaches (an induction head), the circuit that finds a fact by its name."""
   fill = list(range(30, 30 + filler))
   rows, targets, binding = [], [], []
   for _ in range(size):
@@ -72,7 +76,11 @@ def batch(rng: np.random.Generator, size: int, facts: int, filler: int, question
     haystack, between = [], 0
     if background:  # (draws nothing otherwise: the plain format's stream stays as it was)
       between = int(rng.integers(0, background + 1)) if gap is None else gap
-      haystack = rng.choice(HAYSTACK, background).tolist()
+      if repeated:
+        block = rng.choice(HAYSTACK, (background + 1) // 2, replace=False).tolist()
+        haystack = (block + block)[:background]
+      else:
+        haystack = rng.choice(HAYSTACK, background).tolist()
     after = set(rng.choice(np.arange(facts - 1), min(questions, facts - 1), replace=False)
                 ) if questions and facts > 1 else set()
     seq = [BOS] + haystack[between:]
@@ -92,8 +100,20 @@ def batch(rng: np.random.Generator, size: int, facts: int, filler: int, question
     seq += haystack[:between]; target += [-1] * between; hard += [False] * between
     for k in range(final):
       ask(facts, final=k == final - 1)
+    if repeated:
+      _score_repeats(seq, target)
     rows.append(seq); targets.append(target); binding.append(hard)
   return jnp.array(rows), jnp.array(targets), jnp.array(binding)
+
+
+def _score_repeats(seq: list, target: list) -> None:
+  """Scores the next haystack token where the pair (seq[t], seq[t + 1]) occurred before."""
+  seen = set()
+  for t in range(len(seq) - 1):
+    pair = (seq[t], seq[t + 1])
+    if pair in seen and seq[t] in HAYSTACK_SET and seq[t + 1] in HAYSTACK_SET:
+      target[t] = seq[t + 1]
+    seen.add(pair)
 
 
 def main(argv=None) -> int:
@@ -106,6 +126,9 @@ def main(argv=None) -> int:
   p.add_argument("--final-questions", type=int, default=1,
                  help="questions at the end of each training sequence, each about an actor "
                       "of the whole story, all scored (held-out sets keep one)")
+  p.add_argument("--repeated-haystack", action="store_true",
+                 help="training haystack: a block said twice, its predictable tokens scored "
+                      "(a language-model signal for copying; held-out sets stay random)")
   p.add_argument("--learning-rate", type=float, default=2e-3)
   p.add_argument("--weight-decay", type=float, default=0.1)
   p.add_argument("--seed", type=int, default=0, help="draws the batches and the initialisation")
@@ -174,7 +197,7 @@ def train_batch(args, rng: np.random.Generator, i: int):
   plain = i <= args.plain_steps
   return batch(rng, 64, args.facts, args.filler, args.questions,
                0 if plain else args.background, 0 if plain else args.train_gap,
-               args.final_questions)
+               args.final_questions, args.repeated_haystack)
 
 
 def held_guesses(guess, held: dict, chunk: int = 256) -> dict:

@@ -66,7 +66,8 @@ def test_background_puts_the_gap_between_the_story_and_the_final_question():
 def test_plain_steps_train_on_the_plain_format_first():
   import argparse  # pylint: disable=import-outside-toplevel
   args = argparse.Namespace(facts=3, filler=0, questions=0, background=16, train_gap=None,
-                            plain_steps=2, final_questions=1)
+                            plain_steps=2, final_questions=1,
+                            repeated_haystack=False)
   rng = np.random.default_rng(3)
   shapes = [bs.train_batch(args, rng, i)[0].shape for i in (1, 2, 3)]
   assert shapes == [(64, 1 + 6 + 3), (64, 1 + 6 + 3), (64, 1 + 16 + 6 + 3)]
@@ -84,3 +85,21 @@ def test_final_questions_ask_about_the_whole_story_after_the_haystack():
   # They ask about any actor of the story: about half not the last fact's (as at the end
   # of the plain format: the asked one is drawn from the 3 facts, names may repeat).
   assert 0.35 < hard[:, [-9, -5, -1]].mean() < 0.65
+
+
+def test_repeated_haystack_scores_only_tokens_an_earlier_pair_predicts():
+  rng = np.random.default_rng(5)
+  x, y, hard = (np.asarray(a) for a in bs.batch(rng, 200, facts=3, filler=0, background=16,
+                                                  repeated=True))
+  scored = 0
+  for row, target in zip(x, y):
+    for t in np.flatnonzero(target >= 0)[:-1]:  # the last one is the final answer
+      assert row[t] in bs.HAYSTACK and target[t] == row[t + 1]
+      earlier = [s for s in range(t) if row[s] == row[t]]
+      assert earlier and row[earlier[-1] + 1] == row[t + 1]
+      scored += 1
+    assert target[-1] in bs.ROOMS
+  # Each of the 8 block tokens is said twice; the story may cut one repeated pair apart.
+  assert 5 * 200 < scored <= 7 * 200
+  assert [_replay(r, np.where(np.isin(r, bs.HAYSTACK), -1, t), h)
+          for r, t, h in zip(x, y, hard)] == [1] * 200
