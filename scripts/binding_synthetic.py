@@ -1,7 +1,7 @@
 """qa1's binding stripped to single tokens: how long does the decoder take to learn it?
 
     python scripts/binding_synthetic.py [--steps 3000] [--facts 3] [--questions 0]
-        [--final-questions 1] [--repeated-haystack] [--seed 0] [--learning-rate 2e-3] [--weight-decay 0.1]
+        [--final-questions 1] [--repeated-haystack] [--direct] [--seed 0] [--learning-rate 2e-3] [--weight-decay 0.1]
         [--background 0 --train-gap G --plain-steps 0 --eval-gaps 0,128,512] [key=value ...]
 
 A sequence is [BOS, name, (filler...), room, name, room, ..., Q, name, A] with 4 names and 6
@@ -55,7 +55,8 @@ HAYSTACK_SET = frozenset(HAYSTACK.tolist())
 
 
 def batch(rng: np.random.Generator, size: int, facts: int, filler: int, questions: int = 0,
-          background: int = 0, gap: int | None = None, final: int = 1, repeated: bool = False):
+          background: int = 0, gap: int | None = None, final: int = 1, repeated: bool = False,
+          direct: bool = False):
   """tokens int32[size, T], targets int32[size, T] (-1 where nothing is scored), and
   bool[size, T]: the scored answers whose actor is not the last fact's (recency is wrong there).
 
@@ -89,8 +90,12 @@ def batch(rng: np.random.Generator, size: int, facts: int, filler: int, question
       # The logits at ANSWER predict the room; an earlier answer stays in the text.
       asked = rng.choice(names[:seen])
       room = rooms[np.where(names[:seen] == asked)[0][-1]]
-      seq.extend([QUESTION, asked, ANSWER]); target.extend([-1, -1, room])
-      hard.extend([False, False, bool(asked != names[seen - 1])])
+      if direct:
+        seq.extend([QUESTION, asked]); target.extend([-1, room])
+        hard.extend([False, bool(asked != names[seen - 1])])
+      else:
+        seq.extend([QUESTION, asked, ANSWER]); target.extend([-1, -1, room])
+        hard.extend([False, False, bool(asked != names[seen - 1])])
       if not final:
         seq.append(room); target.append(-1); hard.append(False)
     for i, (n, r) in enumerate(zip(names, rooms)):
@@ -129,6 +134,9 @@ def main(argv=None) -> int:
   p.add_argument("--repeated-haystack", action="store_true",
                  help="training haystack: a block said twice, its predictable tokens scored "
                       "(a language-model signal for copying; held-out sets stay random)")
+  p.add_argument("--direct", action="store_true",
+                 help="questions without the ANSWER marker, in training and held out: the room "
+                      "follows the asked name, as it follows the name in a fact")
   p.add_argument("--learning-rate", type=float, default=2e-3)
   p.add_argument("--weight-decay", type=float, default=0.1)
   p.add_argument("--seed", type=int, default=0, help="draws the batches and the initialisation")
@@ -159,7 +167,8 @@ def main(argv=None) -> int:
   # --background, at the largest gap trained, then at every --eval-gaps gap.
   gaps = [args.background] + [int(g) for g in args.eval_gaps.split(",") if g.strip()]
   held = {gap: batch(np.random.default_rng(10_000 + args.seed), args.eval_samples, args.facts,
-                     args.filler, background=gap, gap=gap) for gap in dict.fromkeys(gaps)}
+                     args.filler, background=gap, gap=gap, direct=args.direct)
+          for gap in dict.fromkeys(gaps)}
   if args.backend == "transformers":
     return _train_transformers(args, cfg, rng, held)
   model = build_model(cfg.model)
@@ -197,7 +206,7 @@ def train_batch(args, rng: np.random.Generator, i: int):
   plain = i <= args.plain_steps
   return batch(rng, 64, args.facts, args.filler, args.questions,
                0 if plain else args.background, 0 if plain else args.train_gap,
-               args.final_questions, args.repeated_haystack)
+               args.final_questions, args.repeated_haystack, args.direct)
 
 
 def held_guesses(guess, held: dict, chunk: int = 256) -> dict:

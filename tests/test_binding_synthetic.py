@@ -67,7 +67,7 @@ def test_plain_steps_train_on_the_plain_format_first():
   import argparse  # pylint: disable=import-outside-toplevel
   args = argparse.Namespace(facts=3, filler=0, questions=0, background=16, train_gap=None,
                             plain_steps=2, final_questions=1,
-                            repeated_haystack=False)
+                            repeated_haystack=False, direct=False)
   rng = np.random.default_rng(3)
   shapes = [bs.train_batch(args, rng, i)[0].shape for i in (1, 2, 3)]
   assert shapes == [(64, 1 + 6 + 3), (64, 1 + 6 + 3), (64, 1 + 16 + 6 + 3)]
@@ -103,3 +103,15 @@ def test_repeated_haystack_scores_only_tokens_an_earlier_pair_predicts():
   assert 5 * 200 < scored <= 7 * 200
   assert [_replay(r, np.where(np.isin(r, bs.HAYSTACK), -1, t), h)
           for r, t, h in zip(x, y, hard)] == [1] * 200
+
+
+def test_direct_questions_put_the_room_right_after_the_asked_name():
+  x, y, hard = (np.asarray(a) for a in bs.batch(np.random.default_rng(6), 100, facts=3,
+                                                  filler=0, background=8, direct=True))
+  assert x.shape == (100, 1 + 8 + 3 * 2 + 2)
+  assert (x[:, -2] == bs.QUESTION).all() and np.isin(x[:, -1], bs.NAMES).all()
+  assert ((y >= 0).sum(axis=1) == 1).all() and np.isin(y[:, -1], bs.ROOMS).all()
+  for row, target, flag in zip(x, y, hard):
+    facts = [t for t in range(1, len(row) - 2) if row[t] in bs.NAMES]
+    last = max(t for t in facts if row[t] == row[-1])
+    assert target[-1] == row[last + 1] and flag[-1] == (row[-1] != row[facts[-1]])
