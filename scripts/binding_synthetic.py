@@ -87,15 +87,13 @@ def batch(rng: np.random.Generator, size: int, facts: int, filler: int, question
     seq = [BOS] + haystack[between:]
     target, hard = [-1] * len(seq), [False] * len(seq)
     def ask(seen: int, final: bool) -> None:
-      # The logits at ANSWER predict the room; an earlier answer stays in the text.
+      # The logits at ANSWER (at the asked name when direct) predict the room; an earlier
+      # answer stays in the text.
       asked = rng.choice(names[:seen])
       room = rooms[np.where(names[:seen] == asked)[0][-1]]
-      if direct:
-        seq.extend([QUESTION, asked]); target.extend([-1, room])
-        hard.extend([False, bool(asked != names[seen - 1])])
-      else:
-        seq.extend([QUESTION, asked, ANSWER]); target.extend([-1, -1, room])
-        hard.extend([False, False, bool(asked != names[seen - 1])])
+      question = [QUESTION, asked] + ([] if direct else [ANSWER])
+      seq.extend(question); target.extend([-1] * (len(question) - 1) + [room])
+      hard.extend([False] * (len(question) - 1) + [bool(asked != names[seen - 1])])
       if not final:
         seq.append(room); target.append(-1); hard.append(False)
     for i, (n, r) in enumerate(zip(names, rooms)):
