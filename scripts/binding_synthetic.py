@@ -1,7 +1,8 @@
 """qa1's binding stripped to single tokens: how long does the decoder take to learn it?
 
     python scripts/binding_synthetic.py [--steps 3000] [--facts 3] [--questions 0]
-        [--final-questions 1] [--repeated-haystack] [--direct] [--seed 0] [--learning-rate 2e-3] [--weight-decay 0.1]
+        [--final-questions 1] [--repeated-haystack] [--direct] [--seed 0]
+        [--learning-rate 2e-3] [--weight-decay 0.1]
         [--background 0 --train-gap G --plain-steps 0 --eval-gaps 0,128,512] [key=value ...]
 
 A sequence is [BOS, name, (filler...), room, name, room, ..., Q, name, A] with 4 names and 6
@@ -157,6 +158,11 @@ def main(argv=None) -> int:
                       "PyTorch (its own initialisation, torch AdamW): is the plateau ours?")
   p.add_argument("overrides", nargs="*", help="model config key=value")
   args = p.parse_args(argv)
+  if args.final_questions < 1:
+    p.error(f"--final-questions must be at least 1, got {args.final_questions}")
+  if args.repeated_haystack and not 2 <= args.background <= 2 * len(HAYSTACK):
+    p.error(f"--repeated-haystack needs --background between 2 and {2 * len(HAYSTACK)} (a "
+            f"block of distinct haystack tokens said twice), got {args.background}")
   cfg = load_config("configs/babilong_tiny.yaml",
                     ["model.memory.kind=none", "model.attention_scope=full",
                      "model.vocab_size=512", "model.segment_len=32", *args.overrides])

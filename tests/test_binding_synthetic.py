@@ -115,3 +115,12 @@ def test_direct_questions_put_the_room_right_after_the_asked_name():
     facts = [t for t in range(1, len(row) - 2) if row[t] in bs.NAMES]
     last = max(t for t in facts if row[t] == row[-1])
     assert target[-1] == row[last + 1] and flag[-1] == (row[-1] != row[facts[-1]])
+
+
+def test_options_that_cannot_build_a_sequence_exit_2_naming_the_flag(capsys):
+  import pytest  # pylint: disable=import-outside-toplevel
+  for argv, flag in ((["--final-questions", "0"], "--final-questions"),
+                     (["--repeated-haystack", "--background", "200"], "--repeated-haystack")):
+    with pytest.raises(SystemExit) as exit_info:
+      bs.main(argv)
+    assert exit_info.value.code == 2 and flag in capsys.readouterr().err
