@@ -4,6 +4,7 @@ import os
 import sys
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
 
@@ -118,7 +119,6 @@ def test_direct_questions_put_the_room_right_after_the_asked_name():
 
 
 def test_options_that_cannot_build_a_sequence_exit_2_naming_the_flag(capsys):
-  import pytest  # pylint: disable=import-outside-toplevel
   for argv, flag in ((["--final-questions", "0"], "--final-questions"),
                      (["--repeated-haystack", "--background", "200"], "--repeated-haystack")):
     with pytest.raises(SystemExit) as exit_info:
