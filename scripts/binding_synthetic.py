@@ -1,8 +1,8 @@
 """qa1's binding stripped to single tokens: how long does the decoder take to learn it?
 
     python scripts/binding_synthetic.py [--steps 3000] [--facts 3] [--questions 0]
-        [--final-questions 1] [--repeated-haystack] [--direct] [--seed 0]
-        [--learning-rate 2e-3] [--weight-decay 0.1]
+        [--final-questions 1] [--repeated-haystack | --copied-spans] [--direct] [--seed 0]
+        [--learning-rate 2e-3] [--weight-decay 0.1] [--save PARAMS.npz] [--init-from PARAMS.npz]
         [--background 0 --train-gap G --plain-steps 0 --eval-gaps 0,128,512] [key=value ...]
 
 A sequence is [BOS, name, (filler...), room, name, room, ..., Q, name, A] with 4 names and 6
@@ -25,6 +25,12 @@ has to cross segments through the memory, and ``--eval-gaps`` measures it at gap
 than any trained (held-out sequences hold the story first and the whole haystack after it,
 so gap 0 is the plain format).
 
+``--save`` writes the trained parameters, ``--init-from`` starts from saved ones: every
+parameter the two models share (same path, same shape) is copied and the rest keep their
+fresh initialisation, so a backbone trained with the memory off can be given a memory
+(`model.memory.kind=lm2 model.memory.zero_init=true` starts it computing exactly the
+backbone's function, as the Hugging Face import does).
+
 Every ``--eval-every`` steps it prints the training loss and a held-out accuracy on 2,048
 sequences of the plain format (one final question) with its 95% interval, overall and on the
 "binding" questions alone: those whose actor is not the last fact's, where answering the
@@ -39,6 +45,7 @@ import os
 import sys
 import time
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,7 +64,7 @@ HAYSTACK_SET = frozenset(HAYSTACK.tolist())
 
 def batch(rng: np.random.Generator, size: int, facts: int, filler: int, questions: int = 0,
           background: int = 0, gap: int | None = None, final: int = 1, repeated: bool = False,
-          direct: bool = False):
+          direct: bool = False, copied: bool = False):
   """tokens int32[size, T], targets int32[size, T] (-1 where nothing is scored), and
   bool[size, T]: the scored answers whose actor is not the last fact's (recency is wrong there).
 
@@ -70,7 +77,11 @@ def batch(rng: np.random.Generator, size: int, facts: int, filler: int, question
   earlier ones answered in the text), as in multi-query associative recall. ``repeated``
   makes the haystack a block of distinct tokens said twice and scores the next token wherever
   the pair it completes came earlier in the sequence: the copying a language-model loss on
-  text teaches (an induction head), the circuit that finds a fact by its name."""
+  text teaches (an induction head), the circuit that finds a fact by its name. The block is
+  said again at one distance, so a head that attends by position alone predicts it;
+  ``copied`` instead builds the haystack from spans of 3-6 of its own earlier tokens copied
+  at random distances (scored the same way), which only a head that matches content can
+  predict."""
   fill = list(range(30, 30 + filler))
   rows, targets, binding = [], [], []
   for _ in range(size):
@@ -81,6 +92,8 @@ def batch(rng: np.random.Generator, size: int, facts: int, filler: int, question
       if repeated:
         block = rng.choice(HAYSTACK, (background + 1) // 2, replace=False).tolist()
         haystack = (block + block)[:background]
+      elif copied:
+        haystack = _copied_spans(rng, background)
       else:
         haystack = rng.choice(HAYSTACK, background).tolist()
     after = set(rng.choice(np.arange(facts - 1), min(questions, facts - 1), replace=False)
@@ -104,10 +117,24 @@ def batch(rng: np.random.Generator, size: int, facts: int, filler: int, question
     seq += haystack[:between]; target += [-1] * between; hard += [False] * between
     for k in range(final):
       ask(facts, final=k == final - 1)
-    if repeated:
+    if repeated or copied:
       _score_repeats(seq, target)
     rows.append(seq); targets.append(target); binding.append(hard)
   return jnp.array(rows), jnp.array(targets), jnp.array(binding)
+
+
+def _copied_spans(rng: np.random.Generator, n: int) -> list:
+  """n haystack tokens: fresh ones, or (half the time once 3 are there) a span of 3-6 of the
+  tokens so far copied to the end, so the distance from a copy to its source varies."""
+  out: list = []
+  while len(out) < n:
+    length = int(rng.integers(3, 7))
+    if len(out) >= length and rng.random() < 0.5:
+      start = int(rng.integers(0, len(out) - length + 1))
+      out += out[start:start + length]
+    else:
+      out.append(int(rng.choice(HAYSTACK)))
+  return out[:n]
 
 
 def _score_repeats(seq: list, target: list) -> None:
@@ -133,6 +160,9 @@ def main(argv=None) -> int:
   p.add_argument("--repeated-haystack", action="store_true",
                  help="training haystack: a block said twice, its predictable tokens scored "
                       "(a language-model signal for copying; held-out sets stay random)")
+  p.add_argument("--copied-spans", action="store_true",
+                 help="training haystack: spans of its own tokens copied at random distances, "
+                      "the predictable tokens scored (copying that position alone cannot do)")
   p.add_argument("--direct", action="store_true",
                  help="questions without the ANSWER marker, in training and held out: the room "
                       "follows the asked name, as it follows the name in a fact")
@@ -156,6 +186,10 @@ def main(argv=None) -> int:
   p.add_argument("--backend", choices=("jax", "transformers"), default="jax",
                  help="transformers: Hugging Face's LlamaForCausalLM of the same shape in "
                       "PyTorch (its own initialisation, torch AdamW): is the plateau ours?")
+  p.add_argument("--save", default="", help="write the trained parameters to this .npz")
+  p.add_argument("--init-from", default="",
+                 help="start from the parameters of a --save file: the shared ones copied, "
+                      "the rest (e.g. a memory added now) freshly initialised")
   p.add_argument("overrides", nargs="*", help="model config key=value")
   args = p.parse_args(argv)
   if args.final_questions < 1:
@@ -163,6 +197,12 @@ def main(argv=None) -> int:
   if args.repeated_haystack and not 2 <= args.background <= 2 * len(HAYSTACK):
     p.error(f"--repeated-haystack needs --background between 2 and {2 * len(HAYSTACK)} (a "
             f"block of distinct haystack tokens said twice), got {args.background}")
+  if args.copied_spans and (args.repeated_haystack or args.background < 4):
+    p.error("--copied-spans needs --background of at least 4 and no --repeated-haystack, got "
+            f"--background {args.background}"
+            + (" with --repeated-haystack" if args.repeated_haystack else ""))
+  if args.init_from and not os.path.isfile(args.init_from):
+    p.error(f"--init-from {args.init_from}: no such file (expected a --save .npz)")
   cfg = load_config("configs/babilong_tiny.yaml",
                     ["model.memory.kind=none", "model.attention_scope=full",
                      "model.vocab_size=512", "model.segment_len=32", *args.overrides])
@@ -177,6 +217,9 @@ def main(argv=None) -> int:
     return _train_transformers(args, cfg, rng, held)
   model = build_model(cfg.model)
   params = model.init(jax.random.PRNGKey(args.seed), held[args.background][0][:2])["params"]
+  params = flax.linen.meta.unbox(params)  # plain arrays: the same values, without sharding names
+  if args.init_from:
+    params = load_shared(params, args.init_from)
   tx = optax.adamw(args.learning_rate, b2=0.95, weight_decay=args.weight_decay)
   opt = tx.init(params)
 
@@ -202,7 +245,40 @@ def main(argv=None) -> int:
     if i % args.eval_every == 0 or i == args.steps:
       guesses = held_guesses(lambda x, y: evaluate(params, x, y), held)
       report(i, value, right, hard, guesses, held, start)
+  if args.save:
+    save_params(params, args.save)
   return 0
+
+
+def save_params(params, path: str) -> None:
+  """Every parameter under its '/'-joined path, in one .npz (written whole, then renamed)."""
+  flat = flax.traverse_util.flatten_dict(jax.device_get(params), sep="/")
+  tmp = path + ".tmp.npz"
+  np.savez(tmp, **{k: np.asarray(v) for k, v in flat.items()})
+  os.replace(tmp, path)
+  print(f"saved {len(flat)} parameters to {path}", flush=True)
+
+
+def load_shared(params, path: str):
+  """`params` with every leaf that `path` holds at the same path and shape replaced by the
+  saved one; says how many were copied, kept fresh, and left unused. A memory-on model's
+  decoder blocks (`memory_blocks`, with the memory in every block) take the weights of a
+  memory-off model's `blocks`."""
+  flat = flax.traverse_util.flatten_dict(params, sep="/")
+  with np.load(path) as saved:
+    def source(k):
+      return k if k in saved.files else k.replace("core/memory_blocks/", "core/blocks/")
+    common = {k: source(k) for k in flat if source(k) in saved.files}
+    clash = sorted(k for k, s in common.items() if saved[s].shape != flat[k].shape)
+    if clash:
+      raise SystemExit(f"--init-from {path}: {common[clash[0]]} has shape "
+                       f"{saved[common[clash[0]]].shape}, the model wants {flat[clash[0]].shape} "
+                       f"({len(clash)} such)")
+    unused = len(set(saved.files) - set(common.values()))
+    flat = {k: jnp.asarray(saved[common[k]]) if k in common else v for k, v in flat.items()}
+  print(f"--init-from {path}: {len(common)} parameters copied, {len(flat) - len(common)} "
+        f"fresh, {unused} saved ones unused", flush=True)
+  return flax.traverse_util.unflatten_dict(flat, sep="/")
 
 
 def train_batch(args, rng: np.random.Generator, i: int):
@@ -210,7 +286,7 @@ def train_batch(args, rng: np.random.Generator, i: int):
   plain = i <= args.plain_steps
   return batch(rng, 64, args.facts, args.filler, args.questions,
                0 if plain else args.background, 0 if plain else args.train_gap,
-               args.final_questions, args.repeated_haystack, args.direct)
+               args.final_questions, args.repeated_haystack, args.direct, args.copied_spans)
 
 
 def held_guesses(guess, held: dict, chunk: int = 256) -> dict:

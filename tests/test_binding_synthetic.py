@@ -68,7 +68,7 @@ def test_plain_steps_train_on_the_plain_format_first():
   import argparse  # pylint: disable=import-outside-toplevel
   args = argparse.Namespace(facts=3, filler=0, questions=0, background=16, train_gap=None,
                             plain_steps=2, final_questions=1,
-                            repeated_haystack=False, direct=False)
+                            repeated_haystack=False, direct=False, copied_spans=False)
   rng = np.random.default_rng(3)
   shapes = [bs.train_batch(args, rng, i)[0].shape for i in (1, 2, 3)]
   assert shapes == [(64, 1 + 6 + 3), (64, 1 + 6 + 3), (64, 1 + 16 + 6 + 3)]
@@ -106,6 +106,39 @@ def test_repeated_haystack_scores_only_tokens_an_earlier_pair_predicts():
           for r, t, h in zip(x, y, hard)] == [1] * 200
 
 
+def test_copied_spans_repeat_at_varying_distances_and_score_what_an_earlier_pair_predicts():
+  rng = np.random.default_rng(7)
+  x, y, hard = (np.asarray(a) for a in bs.batch(rng, 200, facts=3, filler=0, background=32,
+                                                  copied=True))
+  distances = set()
+  for row, target in zip(x, y):
+    for t in np.flatnonzero(target >= 0)[:-1]:
+      assert row[t] in bs.HAYSTACK and target[t] == row[t + 1]
+      earlier = [s for s in range(t) if row[s] == row[t] and row[s + 1] == row[t + 1]]
+      assert earlier
+      distances.add(t - earlier[-1])
+    assert target[-1] in bs.ROOMS
+  # Copies land at many distances from their sources: no fixed offset predicts them.
+  assert len(distances) > 15
+  assert [_replay(r, np.where(np.isin(r, bs.HAYSTACK), -1, t), h)
+          for r, t, h in zip(x, y, hard)] == [1] * 200
+
+
+def test_init_from_copies_the_shared_parameters_and_keeps_the_new_ones_fresh(tmp_path, capsys):
+  path = str(tmp_path / "backbone.npz")
+  bs.save_params({"core": {"blocks": {"w": np.ones((2, 3))}, "head": np.zeros(3)}}, path)
+  # The memory-on model's blocks are `memory_blocks`: they take the memory-off `blocks`.
+  fresh = {"core": {"memory_blocks": {"w": np.full((2, 3), 7.0), "gate": np.full(4, 7.0)},
+                    "head": np.full(3, 7.0)}}
+  got = bs.load_shared(fresh, path)["core"]
+  np.testing.assert_array_equal(got["memory_blocks"]["w"], np.ones((2, 3)))
+  np.testing.assert_array_equal(got["head"], np.zeros(3))
+  np.testing.assert_array_equal(got["memory_blocks"]["gate"], np.full(4, 7.0))
+  assert "2 parameters copied, 1 fresh, 0 saved ones unused" in capsys.readouterr().out
+  with pytest.raises(SystemExit, match="core/blocks/w has shape"):
+    bs.load_shared({"core": {"blocks": {"w": np.ones((3, 3))}}}, path)
+
+
 def test_direct_questions_put_the_room_right_after_the_asked_name():
   x, y, hard = (np.asarray(a) for a in bs.batch(np.random.default_rng(6), 100, facts=3,
                                                   filler=0, background=8, direct=True))
@@ -120,7 +153,9 @@ def test_direct_questions_put_the_room_right_after_the_asked_name():
 
 def test_options_that_cannot_build_a_sequence_exit_2_naming_the_flag(capsys):
   for argv, flag in ((["--final-questions", "0"], "--final-questions"),
-                     (["--repeated-haystack", "--background", "200"], "--repeated-haystack")):
+                     (["--repeated-haystack", "--background", "200"], "--repeated-haystack"),
+                     (["--copied-spans", "--background", "2"], "--copied-spans"),
+                     (["--init-from", "/nonexistent/p.npz"], "--init-from")):
     with pytest.raises(SystemExit) as exit_info:
       bs.main(argv)
     assert exit_info.value.code == 2 and flag in capsys.readouterr().err

@@ -13,7 +13,7 @@ from lm2_jax.model.flops import flops_per_token
 _SHAPE = ["model.width=8", "model.num_heads=2", "model.num_kv_heads=1", "model.mlp_width=16",
           "model.vocab_size=10", "model.num_layers=2", "model.memory.layers=1",
           "model.memory.num_slots=3", "model.memory.num_heads=2", "model.segment_len=4",
-          "train.seq_len=8"]
+          "train.seq_len=8", "model.remat_policy=none"]
 
 
 def _cfg(*extra):

@@ -286,8 +286,9 @@ def _values_and_grads(over=()):
 def test_remat_and_unrolled_scan_compute_the_same_values_and_gradients(over):
   ref_value, ref_grads = _values_and_grads()
   value, grads = _values_and_grads(over)
-  # The value sums thousands of logits of either sign: float32 reassociation, no more.
-  np.testing.assert_allclose(value, ref_value, rtol=1e-6, atol=2e-5)
+  # The value sums thousands of logits of either sign: float32 reassociation, no more
+  # (3.2e-5 seen for `full` on an Intel Xeon).
+  np.testing.assert_allclose(value, ref_value, rtol=1e-6, atol=1e-4)
   for a, b in zip(jax.tree.leaves(ref_grads), jax.tree.leaves(grads)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
