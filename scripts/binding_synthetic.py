@@ -124,8 +124,8 @@ def batch(rng: np.random.Generator, size: int, facts: int, filler: int, question
 
 
 def _copied_spans(rng: np.random.Generator, n: int) -> list:
-  """n haystack tokens: fresh ones, or (half the time once 3 are there) a span of 3-6 of the
-  tokens so far copied to the end, so the distance from a copy to its source varies."""
+  """n haystack tokens: fresh ones, or (half the time, once the span fits) a span of 3-6 of
+  the tokens so far copied to the end, so the distance from a copy to its source varies."""
   out: list = []
   while len(out) < n:
     length = int(rng.integers(3, 7))
@@ -201,6 +201,8 @@ def main(argv=None) -> int:
     p.error("--copied-spans needs --background of at least 4 and no --repeated-haystack, got "
             f"--background {args.background}"
             + (" with --repeated-haystack" if args.repeated_haystack else ""))
+  if args.backend == "transformers" and (args.save or args.init_from):
+    p.error("--save and --init-from work with --backend jax only")
   if args.init_from and not os.path.isfile(args.init_from):
     p.error(f"--init-from {args.init_from}: no such file (expected a --save .npz)")
   cfg = load_config("configs/babilong_tiny.yaml",

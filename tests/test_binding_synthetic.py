@@ -155,7 +155,8 @@ def test_options_that_cannot_build_a_sequence_exit_2_naming_the_flag(capsys):
   for argv, flag in ((["--final-questions", "0"], "--final-questions"),
                      (["--repeated-haystack", "--background", "200"], "--repeated-haystack"),
                      (["--copied-spans", "--background", "2"], "--copied-spans"),
-                     (["--init-from", "/nonexistent/p.npz"], "--init-from")):
+                     (["--init-from", "/nonexistent/p.npz"], "--init-from"),
+                     (["--backend", "transformers", "--save", "p.npz"], "--save")):
     with pytest.raises(SystemExit) as exit_info:
       bs.main(argv)
     assert exit_info.value.code == 2 and flag in capsys.readouterr().err
