@@ -267,17 +267,20 @@ def load_shared(params, path: str):
   decoder blocks (`memory_blocks`, with the memory in every block) take the weights of a
   memory-off model's `blocks`."""
   flat = flax.traverse_util.flatten_dict(params, sep="/")
-  with np.load(path) as saved:
-    def source(k):
-      return k if k in saved.files else k.replace("core/memory_blocks/", "core/blocks/")
-    common = {k: source(k) for k in flat if source(k) in saved.files}
-    clash = sorted(k for k, s in common.items() if saved[s].shape != flat[k].shape)
-    if clash:
-      raise SystemExit(f"--init-from {path}: {common[clash[0]]} has shape "
-                       f"{saved[common[clash[0]]].shape}, the model wants {flat[clash[0]].shape} "
-                       f"({len(clash)} such)")
-    unused = len(set(saved.files) - set(common.values()))
-    flat = {k: jnp.asarray(saved[common[k]]) if k in common else v for k, v in flat.items()}
+  with np.load(path) as npz:
+    saved = {k: npz[k] for k in npz.files}  # each array read from the file once
+  common = {}
+  for k in flat:
+    source = k if k in saved else k.replace("core/memory_blocks/", "core/blocks/")
+    if source in saved:
+      common[k] = source
+  clash = sorted(k for k, s in common.items() if saved[s].shape != flat[k].shape)
+  if clash:
+    raise SystemExit(f"--init-from {path}: {common[clash[0]]} has shape "
+                     f"{saved[common[clash[0]]].shape}, the model wants {flat[clash[0]].shape} "
+                     f"({len(clash)} such)")
+  unused = len(set(saved) - set(common.values()))
+  flat = {k: jnp.asarray(saved[common[k]]) if k in common else v for k, v in flat.items()}
   print(f"--init-from {path}: {len(common)} parameters copied, {len(flat) - len(common)} "
         f"fresh, {unused} saved ones unused", flush=True)
   return flax.traverse_util.unflatten_dict(flat, sep="/")
