@@ -50,7 +50,7 @@ def main(argv: list[str], steps: int = 5, top: int = 40) -> int:
   for _ in range(3):
     jax.block_until_ready(run())
   # The executable the trace runs (StepCache keeps one per input shape; there is one here).
-  names = _op_names(next(iter(step._compiled.values())).as_text())  # pylint: disable=protected-access
+  names = _op_names(step.executables[0].as_text())
   with tempfile.TemporaryDirectory() as trace_dir:
     jax.profiler.start_trace(trace_dir)
     for _ in range(steps):

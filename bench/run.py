@@ -2,6 +2,7 @@
 
     python bench/run.py --suite quick|full --output bench.json [--only train_step,context]
     python bench/run.py --suite smoke --output smoke.json        # every benchmark, tiny sizes
+    python bench/run.py --suite gpu --output gpu.json            # one GPU: the paper's shapes
 
 Benchmarks (docs/performance.md explains each and holds a full run's tables):
   peak        measured matmul FLOP/s (float32, bfloat16): the MFU's denominator
@@ -10,6 +11,8 @@ Benchmarks (docs/performance.md explains each and holds a full run's tables):
   memory_ops  one layer's memory read and write against its self-attention and MLP
   context     inference time per token and peak host memory from 1k to 128k tokens
   reference   our vanilla model against transformers' LlamaForCausalLM (skipped without torch)
+  accelerator llama3.2_1b and lm2_1.7b train steps at 4,096 tokens on one GPU, MFU against the
+              datasheet (suite `gpu`, which runs only this; `smoke` runs it shrunk)
 Every benchmark warms up, reports medians, and compares only within one run, alternating the
 sides (the machine may be shared). The JSON holds one record per measurement and a
 `headline` object.
@@ -32,7 +35,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from lm2_jax.train.metrics import measure_matmul_flops  # noqa: E402
 
-from bench import context, memory_ops, reference, train_step  # noqa: E402
+from bench import accelerator, context, memory_ops, reference, train_step  # noqa: E402
 
 TINY, B50M = "configs/tiny.yaml", "configs/bench_50m.yaml"
 OFF = ["model.memory.kind=none"]
@@ -57,6 +60,7 @@ SUITES = {
         "memory_slots": [4],
         "context": (["1k"], ["1k"]),
         "reference": (8, 32),
+        "accelerator": accelerator.SMOKE_VARIANTS,
     },
     "quick": {
         "repeats": 3,
@@ -92,6 +96,11 @@ SUITES = {
 }
 
 
+# Which benchmarks a suite runs when --only does not say (default: all but accelerator).
+DEFAULT_BENCHMARKS = {"gpu": ("accelerator",), "smoke": None}
+SUITES["gpu"] = {"repeats": 5, "peak_size": 8192, "accelerator": accelerator.GPU_VARIANTS}
+
+
 def peak(repeats: int, size: int = 1536) -> list[dict]:
   out = []
   for name, dtype in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16)):
@@ -118,6 +127,9 @@ def headline(records: list[dict]) -> dict:
           [r for r in records if r["benchmark"] == "context"], "128k"),
       "mfu_vs_measured_peak": on and on["mfu_vs_measured_peak"],
       "vanilla_speedup_vs_transformers": ref and ref.get("speedup_vs_transformers"),
+      "accelerator_mfu_vs_datasheet": {
+          r["variant"]: r.get("mfu_vs_datasheet") for r in records
+          if r["benchmark"] == "accelerator" and "variant" in r} or None,
       "notes": "memory_* and mfu: bench_50m with 64 slots vs memory off (train step, same "
                "run); efficiency divides the time ratio by the executed-FLOP ratio; MFU counts "
                "useful FLOPs against a float32 matmul timed in the same rounds as the steps",
@@ -129,20 +141,30 @@ def main(argv=None) -> int:
   p.add_argument("--suite", choices=sorted(SUITES), default="quick")
   p.add_argument("--output", default="bench.json")
   p.add_argument("--only", default="", help="comma-separated benchmarks (default: all)")
+  p.add_argument("--variants", default="",
+                 help="comma-separated accelerator variants (bench/accelerator.py's VARIANTS; "
+                      "default: the suite's)")
   args = p.parse_args(argv)
-  names = ("peak", "train_step", "memory_ops", "context", "reference")
+  names = ("peak", "train_step", "memory_ops", "context", "reference", "accelerator")
   only = [n for n in args.only.split(",") if n]
   bad = [n for n in only if n not in names]
   if bad:
     print(f"--only: unknown benchmark {bad[0]!r}; expected some of {', '.join(names)}",
           file=sys.stderr)
     return 2
+  chosen = [v for v in args.variants.split(",") if v]
+  bad = [v for v in chosen if v not in accelerator.VARIANTS]
+  if bad:
+    print(f"--variants: unknown variant {bad[0]!r}; expected some of "
+          f"{', '.join(accelerator.VARIANTS)}", file=sys.stderr)
+    return 2
   out_dir = os.path.dirname(os.path.abspath(args.output))
   if not os.path.isdir(out_dir):
     print(f"--output: folder {out_dir} does not exist", file=sys.stderr)
     return 2
   suite = SUITES[args.suite]
-  run = set(only or names)
+  default = DEFAULT_BENCHMARKS.get(args.suite, names[:-1]) or names
+  run = set(only or default)
   started = time.perf_counter()
   records: list[dict] = []
 
@@ -183,11 +205,17 @@ def main(argv=None) -> int:
   bench("peak", lambda: peak(suite["repeats"], suite.get("peak_size", 1536)))
   bench("context", lambda: context.run(TINY, *suite["context"], repeats=min(2, suite["repeats"])))
   bench("reference", lambda: reference.run(*suite["reference"], suite["repeats"]))
-  for config, variants, ref in suite["train_groups"]:
+  for config, variants, ref in suite.get("train_groups", []):
     bench("train_step", lambda c=config, v=variants, r=ref: train_step.run_group(
         c, v, suite.get("train_base", []), r, suite["repeats"]))
-  bench("memory_ops", lambda: memory_ops.run(suite.get("memory_config", B50M),
-                                             suite["memory_slots"], suite["repeats"], batch=2))
+  if "train_groups" in suite:
+    bench("memory_ops", lambda: memory_ops.run(suite.get("memory_config", B50M),
+                                               suite["memory_slots"], suite["repeats"], batch=2))
+  if "accelerator" in suite or chosen:
+    # Records are saved as each variant ends (a long GPU run cut short keeps them).
+    bench("accelerator", lambda: accelerator.run(
+        chosen or suite["accelerator"], suite["repeats"], suite.get("peak_size", 1536),
+        note=note) and [])
   result = save()
   print(json.dumps(result["headline"], indent=1))
   if failed:

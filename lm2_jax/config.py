@@ -121,6 +121,13 @@ class ModelConfig:
   # "segment": self-attention within a segment only (memory carries the rest; linear in T).
   # "full": ordinary causal self-attention over the whole sequence.
   attention_scope: Literal["segment", "full"] = "segment"
+  # The attention kernel of a segment attending within itself (attention_scope=segment, the
+  # one-shot forward) and of the memory's read and write (without memory.write_sink):
+  # "einsum" scores every key and masks (any device, any dtype); "xla" and "cudnn" call
+  # jax.nn.dot_product_attention with that implementation, and "cudnn" is the fused
+  # flash-attention kernel of NVIDIA GPUs (bfloat16/float16; it skips the masked half).
+  # Self-attention through a cache (attention_scope=full, prefill, decoding) uses "einsum".
+  attention_impl: Literal["einsum", "xla", "cudnn"] = "einsum"
   # Parameters are float32; activations and matmuls run in this dtype.
   compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
   # Rematerialisation of each decoder block under the layer scan.
@@ -332,6 +339,9 @@ def validate(cfg: Config) -> Config:
        f"{m.num_kv_heads} key/value heads do not divide model.num_heads={m.num_heads}")
   need(m.resolved_head_dim % 2 == 0, "model.head_dim",
        f"rotary embedding needs an even head width, got {m.resolved_head_dim}")
+  if m.attention_impl == "cudnn":
+    need(m.compute_dtype in ("bfloat16", "float16"), "model.attention_impl",
+         f"cudnn needs model.compute_dtype bfloat16 or float16, got {m.compute_dtype!r}")
   need(m.norm_eps > 0, "model.norm_eps", f"must be positive, got {m.norm_eps}")
   need(1 <= m.scan_unroll <= m.num_layers, "model.scan_unroll",
        f"must be between 1 and model.num_layers={m.num_layers}, got {m.scan_unroll}")

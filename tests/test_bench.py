@@ -35,7 +35,8 @@ def test_smoke_suite_runs_every_benchmark_and_writes_the_headline(tmp_path):
   for record in result["records"]:
     assert "error" not in record, record
     by_name.setdefault(record["benchmark"], []).append(record)
-  assert set(by_name) == {"peak", "train_step", "context", "reference", "memory_ops"}
+  assert set(by_name) == {"peak", "train_step", "context", "reference", "memory_ops",
+                          "accelerator"}
   assert {r["dtype"] for r in by_name["peak"]} == {"float32", "bfloat16"}
   steps = {r["variant"]: r for r in by_name["train_step"]}
   assert set(steps) == {"off", "on64"} and steps["off"]["time_ratio_to_reference"] == 1.0
@@ -52,4 +53,13 @@ def test_smoke_suite_runs_every_benchmark_and_writes_the_headline(tmp_path):
   if "skipped" not in by_name["reference"][0]:
     assert {r["kind"] for r in by_name["reference"]} == {"train_step", "forward"}
     assert head["vanilla_speedup_vs_transformers"] > 0
+  # The accelerator benchmark's variants, shrunk: vanilla through dot_product_attention, LM2.
+  accel = {r["variant"]: r for r in by_name["accelerator"]}
+  assert set(accel) == {"smoke_llama_xla", "smoke_lm2_segment_einsum"}
+  assert accel["smoke_llama_xla"]["attention_impl"] == "xla"
+  assert accel["smoke_lm2_segment_einsum"]["memory_slots"] == 8
+  for record in accel.values():
+    _finite_positive(record, "tokens_per_s", "mfu_vs_measured_peak", "temp_bytes")
+  assert head["accelerator_mfu_vs_datasheet"].keys() == accel.keys()
   assert bench_run.main(["--suite", "smoke", "--only", "nope", "--output", str(out)]) == 2
+  assert bench_run.main(["--suite", "gpu", "--variants", "nope", "--output", str(out)]) == 2

@@ -49,6 +49,8 @@ def test_resolved_config_round_trips(tmp_path):
                                r"'none'\]"),
     (["model.memory.kind=rmt", "model.attention_scope=full"],
      r"model\.attention_scope: model\.memory\.kind=rmt .* needs attention_scope=segment"),
+    (["model.attention_impl=cudnn"], r"model\.attention_impl: cudnn needs model\.compute_dtype "
+                                     r"bfloat16 or float16, got 'float32'"),
     (["model.memory.enabled=false", "model.memory.kind=lm2"],
      r"model\.memory\.enabled: false contradicts model\.memory\.kind='lm2'"),
 ])

@@ -58,6 +58,9 @@ def test_executed_flops_count_every_cache_slot_and_the_padding():
   assert got["train_executed"] == pytest.approx(3 * executed / 6)
   full = flops_per_token(_cfg("model.attention_scope=full"), 6)
   assert full["forward_executed"] == pytest.approx((executed + 64 * 8 * 4) / 6)
+  # A flash kernel (cudnn) skips the masked keys: 2 padded segments x 4*5/2 causal pairs.
+  flash = flops_per_token(_cfg("model.attention_impl=cudnn", "model.compute_dtype=bfloat16"), 6)
+  assert flash["forward_executed"] == pytest.approx((executed - 64 * (8 * 4 - 2 * 10)) / 6)
 
 
 def test_full_remat_recomputes_the_blocks_but_not_the_head():

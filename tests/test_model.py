@@ -71,12 +71,17 @@ def _row(state, b):
   return [np.asarray(state.pos_B[b])] + [np.asarray(a[:, b]) for a in jax.tree.leaves(state)[1:]]
 
 
-@pytest.mark.parametrize("scope", ["segment", "full"])
-@pytest.mark.parametrize("recurrence", ["chain", "per_layer"])
-def test_streaming_equals_one_shot(scope, recurrence):
+@pytest.mark.parametrize("scope, recurrence, impl", [
+    ("segment", "chain", "einsum"), ("full", "chain", "einsum"),
+    ("segment", "per_layer", "einsum"), ("full", "per_layer", "einsum"),
+    # jax.nn.dot_product_attention in the segment's self-attention and the memory's read
+    # and write (a partial last segment: the write's valid-prefix lengths).
+    ("segment", "chain", "xla")])
+def test_streaming_equals_one_shot(scope, recurrence, impl):
   # Three memory layers: with one, the chain and the per-layer recurrence are the same
   # computation and this test could not tell them apart.
-  over = {"model.memory.init": "learned", "model.memory.layers": 3, "model.num_layers": 4}
+  over = {"model.memory.init": "learned", "model.memory.layers": 3, "model.num_layers": 4,
+          "model.attention_impl": impl}
   cfg, model = make(scope, **{"model.memory.write_recurrence": recurrence, **over})
   t = SEG * 3 + 5  # the last segment is partial
   tokens = random_tokens(cfg, 2, t)
@@ -282,7 +287,10 @@ def _values_and_grads(over=()):
 @pytest.mark.parametrize("over", [
     (("model.remat_policy", "full"),), (("model.remat_policy", "save_qkv_mlp"),),
     # The layer scan unrolled (no loop left) is the same computation.
-    (("model.scan_unroll", 2),)])
+    (("model.scan_unroll", 2),),
+    # jax.nn.dot_product_attention for a segment attending within itself (the kernel
+    # family of model.attention_impl=cudnn, which needs a GPU) computes the same attention.
+    (("model.attention_impl", "xla"),)])
 def test_remat_and_unrolled_scan_compute_the_same_values_and_gradients(over):
   ref_value, ref_grads = _values_and_grads()
   value, grads = _values_and_grads(over)

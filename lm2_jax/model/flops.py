@@ -7,7 +7,8 @@ Two counts per token, for sequences of T tokens cut into segments of S:
   - executed ("forward_executed", "train_executed"): what the kernels compute. `attend`
     scores every cache slot and masks afterwards, so a query costs S slots with
     attention_scope=segment and, with full, the one-shot forward's whole cache buffer
-    (T rounded up to segments) in every segment: about twice the causal count. A partial
+    (T rounded up to segments) in every segment: about twice the causal count
+    (model.attention_impl=cudnn, a flash kernel, skips the masked half). A partial
     last segment is padded and computed in full. Rematerialisation adds what the backward
     recomputes (`_REMAT_RECOMPUTE`).
 
@@ -60,6 +61,8 @@ def _parts(cfg: ModelConfig, seq_len: int, executed: bool) -> dict[str, float]:
     tokens = segments * s              # the padded last segment is computed too
     keys_per_query = s if cfg.attention_scope == "segment" else segments * s
     pairs = tokens * keys_per_query
+    if cfg.attention_scope == "segment" and cfg.attention_impl == "cudnn":
+      pairs = segments * s * (s + 1) // 2  # flash attention skips the masked blocks
   else:
     tokens = t
     if cfg.attention_scope == "segment":

@@ -173,8 +173,12 @@ class SelfAttention(nn.Module):
     if k_cache is None:
       # No cache (a whole segment of a one-shot forward, attention_scope=segment): the
       # chunk's own keys are all there is to attend to, so neither a scatter into a cache
-      # nor, in the backward, a gather out of it.
-      out = attend(q, kk, vv, mask_BxCxS)
+      # nor, in the backward, a gather out of it. The mask is then plain causal.
+      if cfg.attention_impl == "einsum":
+        out = attend(q, kk, vv, mask_BxCxS)
+      else:
+        out = jax.nn.dot_product_attention(q, kk, vv, is_causal=True,
+                                           implementation=cfg.attention_impl)
     else:
       k_cache = update_rows(k_cache, kk, cache_start_B, count_B)
       v_cache = update_rows(v_cache, vv, cache_start_B, count_B)

@@ -80,13 +80,24 @@ def _project_heads(queries_BxNxD: Array, keys_BxSxD: Array, values_BxSxD: Array,
 
 
 def _cross_attend(queries_BxNxD: Array, keys_BxSxD: Array, values_BxSxD: Array, wq, wk, wv,
-                  mask_BxNxS: Array | None, dtype) -> Array:
+                  valid_BxS: Array | None, dtype, impl: str = "einsum") -> Array:
   """Multi-head cross-attention whose heads are concatenated back to width D.
 
   The paper's read (Eq. 1) has no output projection; the gates that follow mix the heads.
+  `valid_BxS` (None: all) marks a prefix of each row's keys; `impl` is
+  model.attention_impl: "einsum" scores and masks, the others call
+  jax.nn.dot_product_attention with the valid prefix's length (at least 1, so that a row
+  with no token, whose write the caller discards, stays finite).
   """
   q, k, v = _project_heads(queries_BxNxD, keys_BxSxD, values_BxSxD, wq, wk, wv, dtype)
-  out = attend(q, k, v, mask_BxNxS)
+  if impl == "einsum":
+    mask = None if valid_BxS is None else jnp.broadcast_to(
+        valid_BxS[:, None, :], (q.shape[0], q.shape[1], valid_BxS.shape[1]))
+    out = attend(q, k, v, mask)
+  else:
+    lengths = None if valid_BxS is None else jnp.maximum(valid_BxS.sum(-1), 1).astype(jnp.int32)
+    out = jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths,
+                                       implementation=impl)
   b, n, h, kd = out.shape
   return out.reshape(b, n, h * kd)
 
@@ -180,7 +191,8 @@ class MemoryRead(nn.Module):
     if _fold_read(c, n, cfg.width, cfg.memory.num_heads):  # decoding: a few tokens per call
       read_BxCxD = _read_folded(u_BxCxD, keys, values, wq, wk, wv, self.dtype)
     else:
-      read_BxCxD = _cross_attend(u_BxCxD, keys, values, wq, wk, wv, None, self.dtype)
+      read_BxCxD = _cross_attend(u_BxCxD, keys, values, wq, wk, wv, None, self.dtype,
+                                 cfg.attention_impl)
     if self.is_mutable_collection("intermediates"):
       # For the memory maps (paper Fig. 6): which slots each token reads, per head. Only
       # computed when a caller asks for intermediates, so ordinary calls pay nothing.
@@ -219,10 +231,8 @@ class MemoryWrite(nn.Module):
                                                   valid_BxS, self.dtype)
       found_BxNxD = jnp.repeat(found_BxNxH, cfg.width // cfg.memory.num_heads, axis=-1)
     else:
-      mask_BxNxS = jnp.broadcast_to(valid_BxS[:, None, :], valid_BxS.shape[:1] + (n,)
-                                    + valid_BxS.shape[1:])
-      cand_BxNxD = _cross_attend(queries, u_BxSxD, u_BxSxD, aq, ak, av, mask_BxNxS,
-                                 self.dtype)
+      cand_BxNxD = _cross_attend(queries, u_BxSxD, u_BxSxD, aq, ak, av, valid_BxS,
+                                 self.dtype, cfg.attention_impl)
     g_in = jax.nn.sigmoid((cand_BxNxD @ w_in.astype(self.dtype)).astype(jnp.float32) + b_in)
     cand = jnp.tanh(cand_BxNxD.astype(jnp.float32))
     if cfg.memory.update == "convex":

@@ -125,6 +125,11 @@ class StepCache:
     self.compile_seconds = 0.0
     self.on_compile: Callable[[Any, float], None] | None = None
 
+  @property
+  def executables(self) -> list[Any]:
+    """The compiled executables so far (for their HLO text and memory analysis)."""
+    return list(self._compiled.values())
+
   def _key(self, args):
     return tuple((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(args))
 
