@@ -58,12 +58,28 @@ def tables(result: dict) -> str:
     out += [f"| {r['kind']} | {r['ours']['median_s']:.3f} | {r['transformers_']['median_s']:.3f} "
             f"| {r['ours_tokens_per_s']:.0f} | {r['transformers_tokens_per_s']:.0f} | "
             f"{r['speedup_vs_transformers']:.2f}x |" for r in ref] + [""]
-  out += [f"- {r['benchmark']}: {r.get('error') or r.get('skipped')}" for r in result["records"]
+  acc = [r for r in recs if r["benchmark"] == "accelerator"]
+  if acc:
+    out += ["| variant | batch x length | remat | attention | step s | tok/s | MFU (datasheet) "
+            "| HFU (datasheet) | of measured bf16 peak | temporaries GiB |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    out += [f"| {r['variant']} | {r['batch']} x {r['seq_len']} | {r['remat']} | "
+            f"{r['attention_impl']} | {r['median_s']:.3f} | {r['tokens_per_s']:.0f} | "
+            f"{_f(r['mfu_vs_datasheet'] and 100 * r['mfu_vs_datasheet'], '{:.1f}%')} | "
+            f"{_f(r['hfu_vs_datasheet'] and 100 * r['hfu_vs_datasheet'], '{:.1f}%')} | "
+            f"{100 * r['mfu_vs_measured_peak']:.1f}% | "
+            f"{_f(r.get('temp_bytes') and r['temp_bytes'] / 2**30, '{:.1f}')} |"
+            for r in acc] + [""]
+  out += [f"- {r['benchmark']}{' ' + r['variant'] if 'variant' in r else ''}: "
+          f"{r.get('error') or r.get('skipped')}" for r in result["records"]
           if "error" in r or "skipped" in r]
   h = result["headline"]
   out += ["| headline | value |", "|---|---|"]
-  out += [f"| {k} | {_f(v, '{:.3f}') if not isinstance(v, str) else v} |"
-          for k, v in h.items() if k != "notes"]
+  for k, v in h.items():
+    if isinstance(v, dict):  # one value per accelerator variant
+      out += [f"| {k}: {name} | {_f(x, '{:.3f}')} |" for name, x in v.items()]
+    elif k != "notes":
+      out.append(f"| {k} | {_f(v, '{:.3f}') if not isinstance(v, str) else v} |")
   return "\n".join(out)
 
 

@@ -38,6 +38,8 @@ from lm2_jax.train.metrics import measure_matmul_flops  # noqa: E402
 from bench import accelerator, context, memory_ops, reference, train_step  # noqa: E402
 
 TINY, B50M = "configs/tiny.yaml", "configs/bench_50m.yaml"
+BENCHMARKS = ("peak", "train_step", "memory_ops", "context", "reference", "accelerator")
+CPU_BENCHMARKS = BENCHMARKS[:-1]  # what a suite runs unless it names its "benchmarks"
 OFF = ["model.memory.kind=none"]
 
 # Shrinks bench_50m (memory kept at its 64 slots) so that `smoke` runs in a minute or two;
@@ -52,6 +54,7 @@ SMALL = ["model.width=64", "model.num_layers=2", "model.num_heads=2", "model.num
 # module no longer fits the model's API fails there, not in the next measurement).
 SUITES = {
     "smoke": {
+        "benchmarks": BENCHMARKS,
         "repeats": 1,
         "peak_size": 256,
         "train_base": SMALL,
@@ -96,9 +99,9 @@ SUITES = {
 }
 
 
-# Which benchmarks a suite runs when --only does not say (default: all but accelerator).
-DEFAULT_BENCHMARKS = {"gpu": ("accelerator",), "smoke": None}
-SUITES["gpu"] = {"repeats": 5, "peak_size": 8192, "accelerator": accelerator.GPU_VARIANTS}
+# One GPU: the accelerator benchmark (the others, asked for with --only, at quick's sizes).
+SUITES["gpu"] = {**SUITES["quick"], "benchmarks": ("accelerator",), "repeats": 5,
+                 "peak_size": 8192, "accelerator": accelerator.GPU_VARIANTS}
 
 
 def peak(repeats: int, size: int = 1536) -> list[dict]:
@@ -145,7 +148,7 @@ def main(argv=None) -> int:
                  help="comma-separated accelerator variants (bench/accelerator.py's VARIANTS; "
                       "default: the suite's)")
   args = p.parse_args(argv)
-  names = ("peak", "train_step", "memory_ops", "context", "reference", "accelerator")
+  names = BENCHMARKS
   only = [n for n in args.only.split(",") if n]
   bad = [n for n in only if n not in names]
   if bad:
@@ -163,8 +166,9 @@ def main(argv=None) -> int:
     print(f"--output: folder {out_dir} does not exist", file=sys.stderr)
     return 2
   suite = SUITES[args.suite]
-  default = DEFAULT_BENCHMARKS.get(args.suite, names[:-1]) or names
-  run = set(only or default)
+  run = set(only or suite.get("benchmarks", CPU_BENCHMARKS))
+  if chosen:
+    run.add("accelerator")
   started = time.perf_counter()
   records: list[dict] = []
 
@@ -205,17 +209,19 @@ def main(argv=None) -> int:
   bench("peak", lambda: peak(suite["repeats"], suite.get("peak_size", 1536)))
   bench("context", lambda: context.run(TINY, *suite["context"], repeats=min(2, suite["repeats"])))
   bench("reference", lambda: reference.run(*suite["reference"], suite["repeats"]))
-  for config, variants, ref in suite.get("train_groups", []):
+  for config, variants, ref in suite["train_groups"]:
     bench("train_step", lambda c=config, v=variants, r=ref: train_step.run_group(
         c, v, suite.get("train_base", []), r, suite["repeats"]))
-  if "train_groups" in suite:
-    bench("memory_ops", lambda: memory_ops.run(suite.get("memory_config", B50M),
-                                               suite["memory_slots"], suite["repeats"], batch=2))
-  if "accelerator" in suite or chosen:
-    # Records are saved as each variant ends (a long GPU run cut short keeps them).
-    bench("accelerator", lambda: accelerator.run(
-        chosen or suite["accelerator"], suite["repeats"], suite.get("peak_size", 1536),
-        note=note) and [])
+  bench("memory_ops", lambda: memory_ops.run(suite.get("memory_config", B50M),
+                                             suite["memory_slots"], suite["repeats"], batch=2))
+
+  def accelerator_records():
+    # Noted one variant at a time (a long GPU run cut short keeps what it measured).
+    accelerator.run(chosen or suite.get("accelerator", accelerator.GPU_VARIANTS),
+                    suite["repeats"], suite.get("peak_size", 1536), note=note)
+    return []
+
+  bench("accelerator", accelerator_records)
   result = save()
   print(json.dumps(result["headline"], indent=1))
   if failed:

@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from bench import memory_ops
+from bench import memory_ops, report
 from bench import run as bench_run
 
 
@@ -61,5 +61,8 @@ def test_smoke_suite_runs_every_benchmark_and_writes_the_headline(tmp_path):
   for record in accel.values():
     _finite_positive(record, "tokens_per_s", "mfu_vs_measured_peak", "temp_bytes")
   assert head["accelerator_mfu_vs_datasheet"].keys() == accel.keys()
+  tables = report.tables(result)  # the Markdown of docs/performance.md, every section
+  assert "| smoke_llama_xla | 8 x 64 |" in tables
+  assert "| accelerator_mfu_vs_datasheet: smoke_llama_xla |" in tables
   assert bench_run.main(["--suite", "smoke", "--only", "nope", "--output", str(out)]) == 2
   assert bench_run.main(["--suite", "gpu", "--variants", "nope", "--output", str(out)]) == 2
