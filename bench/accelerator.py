@@ -54,6 +54,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
                                                           "model.remat_policy=none"]),
     "llama_cudnn_b12_save_dots": (LLAMA, vanilla(4096) + [_CUDNN, "train.batch_size=12",
                                                           "model.remat_policy=save_dots"]),
+    # The shipped llama3.2_1b (full scope, 1,024-token segments) with the fused kernel: the
+    # one-shot forward then takes the sequence as one causal chunk, as the variants above.
+    "llama_shipped_cudnn_b8_save_dots": (LLAMA, ["train.seq_len=4096", _CUDNN,
+                                                 "train.batch_size=8",
+                                                 "model.remat_policy=save_dots"]),
     "llama_einsum_b8": (LLAMA, vanilla(4096) + ["train.batch_size=8"]),
     # LM2 with attention within 1,024-token segments.
     "lm2_segment_cudnn_b4": (LM2, lm2_segment(4096) + [_CUDNN, "train.batch_size=4"]),
@@ -70,7 +75,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 # for each model (docs/performance.md), then what they are compared with.
 GPU_VARIANTS = ["llama_cudnn_b8_save_dots", "lm2_segment_cudnn_b8", "llama_cudnn_b12_save_dots",
                 "lm2_segment_cudnn_b4_save_dots", "llama_cudnn_b8", "llama_einsum_b8",
-                "lm2_full_einsum_b4"]
+                "lm2_full_einsum_b4", "llama_shipped_cudnn_b8_save_dots"]
 
 # The same variants shrunk to run anywhere (the test suite runs them on the CPU).
 SMOKE_BASE = ["model.width=64", "model.num_layers=2", "model.num_heads=4", "model.num_kv_heads=2",

@@ -96,3 +96,15 @@ def test_short_segments_count_the_folded_read():
   write = 4 * d * d + 4 * n * d + 6 * n * d * d / s
   read = 8 * d * d + 4 * hm * n * d
   assert with_memory - without == pytest.approx(read + write)
+
+
+def test_vanilla_full_scope_with_a_fused_kernel_counts_one_causal_chunk():
+  # No memory, full scope, jax.nn.dot_product_attention: one chunk of the 6 tokens, no
+  # padding; every (query, key) pair scored with xla (36), the causal half with cudnn (21).
+  vanilla = ["model.memory.kind=none", "model.attention_scope=full"]
+  xla = flops_per_token(_cfg(*vanilla, "model.attention_impl=xla"), 6)
+  assert xla["forward_executed"] == pytest.approx((6 * _DENSE_PER_TOKEN + 64 * 36) / 6)
+  flash = flops_per_token(_cfg(*vanilla, "model.attention_impl=cudnn",
+                               "model.compute_dtype=bfloat16"), 6)
+  assert flash["forward_executed"] == pytest.approx((6 * _DENSE_PER_TOKEN + 64 * 21) / 6)
+  assert flash["forward"] == xla["forward"]  # the useful count does not depend on the kernel

@@ -112,6 +112,31 @@ def test_streaming_equals_one_shot(scope, recurrence, impl):
   assert int(state.pos_B[0]) == t
 
 
+def test_vanilla_full_scope_with_a_fused_kernel_trains_as_one_causal_chunk():
+  """Without a memory and with jax.nn.dot_product_attention, full scope's one-shot forward
+  is the whole sequence as one chunk attending within itself: causal, no cache to scatter
+  into, and the logits of streaming through the caches segment by segment."""
+  cfg, model = make("full", memory=False, **{"model.attention_impl": "xla"})
+  t = SEG * 3 + 5
+  tokens = random_tokens(cfg, 2, t)
+  variables = init(model, 0, tokens)
+  one_shot = np.asarray(jitted(model)(variables, tokens))
+  j = SEG * 2 + 3
+  changed = np.asarray(jitted(model)(variables, tokens.at[:, j].set(
+      (tokens[:, j] + 1) % cfg.vocab_size)))
+  np.testing.assert_array_equal(changed[:, :j], one_shot[:, :j])
+  assert np.abs(changed[:, j:] - one_shot[:, j:]).max() > 1e-3
+  jaxpr = str(jax.make_jaxpr(lambda v: model.apply(v, tokens))(variables))
+  assert "scatter" not in jaxpr
+  state = init_state(cfg, 2, SEG * 4)
+  prefill = jitted(model, "prefill")
+  parts = []
+  for s in range(0, t, SEG):
+    logits, state = prefill(variables, tokens[:, s:s + SEG], state)
+    parts.append(np.asarray(logits))
+  np.testing.assert_allclose(np.concatenate(parts, 1), one_shot, rtol=1e-5, atol=1e-5)
+
+
 def test_one_shot_forward_in_segment_scope_keeps_no_cache():
   """Training's forward attends within each whole segment: no key/value cache, no segment
   buffer, so nothing is scattered (nor, in the backward, gathered) per layer."""

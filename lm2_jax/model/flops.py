@@ -8,8 +8,10 @@ Two counts per token, for sequences of T tokens cut into segments of S:
     scores every cache slot and masks afterwards, so a query costs S slots with
     attention_scope=segment and, with full, the one-shot forward's whole cache buffer
     (T rounded up to segments) in every segment: about twice the causal count
-    (model.attention_impl=cudnn, a flash kernel, skips the masked half). A partial
-    last segment is padded and computed in full. Rematerialisation adds what the backward
+    (model.attention_impl=cudnn, a flash kernel, skips the masked half). Without a memory,
+    full scope with a fused kernel (attention_impl xla or cudnn) runs as one causal chunk of
+    T (T x T scores, or the causal half for cudnn). A partial last segment is
+    padded and computed in full. Rematerialisation adds what the backward
     recomputes (`_REMAT_RECOMPUTE`).
 
 Per decoder block and token, width D, H query and G kv heads of width K, MLP width F,
@@ -57,12 +59,19 @@ def _parts(cfg: ModelConfig, seq_len: int, executed: bool) -> dict[str, float]:
   s, t = cfg.segment_len, seq_len
   full_segments, rest = divmod(t, s)
   segments = full_segments + (rest > 0)
-  if executed:
+  flash = cfg.attention_impl == "cudnn"  # a flash kernel skips the masked blocks
+  if (executed and cfg.memory.kind == "none" and cfg.attention_scope == "full"
+      and cfg.attention_impl != "einsum"):
+    # Without a memory, a fused kernel runs the one-shot forward as one chunk of T
+    # (LM2.__call__).
+    tokens = t
+    pairs = t * (t + 1) // 2 if flash else t * t
+  elif executed:
     tokens = segments * s              # the padded last segment is computed too
     keys_per_query = s if cfg.attention_scope == "segment" else segments * s
     pairs = tokens * keys_per_query
-    if cfg.attention_scope == "segment" and cfg.attention_impl == "cudnn":
-      pairs = segments * s * (s + 1) // 2  # flash attention skips the masked blocks
+    if cfg.attention_scope == "segment" and flash:
+      pairs = segments * s * (s + 1) // 2
   else:
     tokens = t
     if cfg.attention_scope == "segment":

@@ -94,13 +94,13 @@ class RMTCore(Core):
     return self.final_norm(x), k_cache, v_cache
 
   def __call__(self, state: RMTState, chunk, truncate_every: int = 0,
-               whole_segment: bool = False):
+               whole_segment: bool = False, whole_sequence: bool = False):
     """(state, (tokens_BxC, valid_BxC)) -> (state, logits_BxCxV float32).
 
     The chunk must not cross a segment boundary: pos % segment_len + C <= segment_len.
     Only the first valid_BxC.sum(-1) tokens of a row count (right padding). Every pass
-    runs through the caches (the memory tokens sit in them), so `whole_segment`, Core's
-    shortcut for the one-shot forward, changes nothing here.
+    runs through the caches (the memory tokens sit in them), so `whole_segment` and
+    `whole_sequence`, Core's shortcuts for the one-shot forward, change nothing here.
     """
     tokens_BxC, valid_BxC = chunk
     cfg = self.cfg

@@ -235,7 +235,7 @@ class Core(nn.Module):
                          write_B=filled_B == seg)
 
   def __call__(self, state: DecodeState, chunk, truncate_every: int = 0,
-               whole_segment: bool = False):
+               whole_segment: bool = False, whole_sequence: bool = False):
     """(state, (tokens_BxC, valid_BxC)) -> (state, logits_BxCxV float32).
 
     The chunk must not cross a segment boundary: pos % segment_len + (real tokens) <=
@@ -247,14 +247,18 @@ class Core(nn.Module):
     segment, starting at a segment boundary (a final partial one right-padded). The state's
     u_MxBxSxD is then neither read nor written, nor, with attention_scope=segment, are the
     key/value caches (the segment attends within itself): its caller passes them empty.
+
+    `whole_sequence` (the one-shot forward of a model without memory in full scope): the
+    chunk is a whole sequence from position 0, of any length, attending within itself
+    (plain causal attention, which is what full scope computes); no cache either.
     """
     tokens_BxC, valid_BxC = chunk
     cfg = self.cfg
-    if tokens_BxC.shape[1] > cfg.segment_len:
+    if tokens_BxC.shape[1] > cfg.segment_len and not whole_sequence:
       raise ValueError(f"Core: a chunk of {tokens_BxC.shape[1]} tokens is longer than a "
                        f"segment (model.segment_len={cfg.segment_len}); LM2.step cuts it")
     dtype = dtype_of(cfg.compute_dtype)
-    cached = not (whole_segment and cfg.attention_scope == "segment")
+    cached = not (whole_sequence or (whole_segment and cfg.attention_scope == "segment"))
     ctx = self._context(state, valid_BxC, cached)
     m = cfg.num_memory_layers
     x = jnp.take(self.embedding, tokens_BxC, axis=0).astype(dtype)
@@ -294,8 +298,9 @@ class Core(nn.Module):
 
 
 def _scan_segments(core: Core, state: DecodeState, tokens_SxBxC: Array, valid_SxBxC: Array,
-                   truncate_every: int, whole_segment: bool = False):
-  body = nn.scan(lambda mdl, st, xs: mdl(st, xs, truncate_every, whole_segment),
+                   truncate_every: int, whole_segment: bool = False,
+                   whole_sequence: bool = False):
+  body = nn.scan(lambda mdl, st, xs: mdl(st, xs, truncate_every, whole_segment, whole_sequence),
                  variable_broadcast="params", variable_axes={"intermediates": 0},
                  split_rngs={"params": False})
   return body(core, state, (tokens_SxBxC, valid_SxBxC))
@@ -313,7 +318,14 @@ class LM2(nn.Module):
     """One-shot forward over whole sequences (any T; the last segment may be partial)."""
     cfg = self.cfg
     b, t = tokens_BxT.shape
-    seg = cfg.segment_len
+    # Without a memory, full scope is plain causal attention over the sequence. A fused
+    # kernel (model.attention_impl xla or cudnn) takes it as one chunk attending within
+    # itself (Core's whole_sequence). The einsum kernel keeps the segments: each scores its
+    # S queries against the cache (one T x T score matrix instead took 1.37x the CPU time
+    # of the babilong_tiny vanilla step).
+    one_chunk = (cfg.memory.kind == "none" and cfg.attention_scope == "full"
+                 and cfg.attention_impl != "einsum")
+    seg = t if one_chunk else cfg.segment_len
     s = -(-t // seg)
     state = init_state(cfg, b, s * seg)
     # Whole segments (Core's whole_segment): the state carries neither the segment's inputs
@@ -322,7 +334,7 @@ class LM2(nn.Module):
     whole = isinstance(state, DecodeState)
     if whole:
       state = state.replace(u_MxBxSxD=state.u_MxBxSxD[:, :, :0])
-    if whole and cfg.attention_scope == "segment":
+    if whole and (cfg.attention_scope == "segment" or one_chunk):
       state = state.replace(k_cache_LxBxKxGxH=state.k_cache_LxBxKxGxH[:, :, :0],
                             v_cache_LxBxKxGxH=state.v_cache_LxBxKxGxH[:, :, :0])
     # A fresh state is at a segment boundary: the segments are the plain reshape.
@@ -330,7 +342,8 @@ class LM2(nn.Module):
     valid = jnp.broadcast_to(jnp.arange(s * seg) < t, tokens.shape)
     to_segments = lambda a: a.reshape(b, s, seg).transpose(1, 0, 2)
     _, logits_SxBxCxV = _scan_segments(self.core, state, to_segments(tokens),
-                                       to_segments(valid), truncate_every, whole_segment=whole)
+                                       to_segments(valid), truncate_every, whole_segment=whole,
+                                       whole_sequence=one_chunk)
     return logits_SxBxCxV.transpose(1, 0, 2, 3).reshape(b, s * seg, -1)[:, :t]
 
   def _maybe(self, state: DecodeState, tokens_BxC: Array, valid_BxC: Array,
