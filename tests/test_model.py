@@ -71,6 +71,17 @@ def _row(state, b):
   return [np.asarray(state.pos_B[b])] + [np.asarray(a[:, b]) for a in jax.tree.leaves(state)[1:]]
 
 
+def _prefill_by_segments(cfg, model, variables, tokens, max_len):
+  """Logits of `tokens` consumed segment by segment through the scanned prefill."""
+  state = init_state(cfg, tokens.shape[0], max_len)
+  prefill = jitted(model, "prefill")
+  parts = []
+  for s in range(0, tokens.shape[1], SEG):
+    logits, state = prefill(variables, tokens[:, s:s + SEG], state)
+    parts.append(np.asarray(logits))
+  return np.concatenate(parts, 1)
+
+
 @pytest.mark.parametrize("scope, recurrence, impl", [
     ("segment", "chain", "einsum"), ("full", "chain", "einsum"),
     ("segment", "per_layer", "einsum"), ("full", "per_layer", "einsum"),
@@ -93,14 +104,8 @@ def test_streaming_equals_one_shot(scope, recurrence, impl):
   np.testing.assert_array_equal(other_shot[:, :SEG], one_shot[:, :SEG])  # same first read
   assert np.abs(other_shot[:, SEG:] - one_shot[:, SEG:]).max() > 1e-3
   max_len = SEG * 4
-  # Segment by segment through the scanned prefill.
-  state = init_state(cfg, 2, max_len)
-  prefill = jitted(model, "prefill")
-  parts = []
-  for s in range(0, t, SEG):
-    logits, state = prefill(variables, tokens[:, s:s + SEG], state)
-    parts.append(np.asarray(logits))
-  np.testing.assert_allclose(np.concatenate(parts, 1), one_shot, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(_prefill_by_segments(cfg, model, variables, tokens, max_len),
+                             one_shot, rtol=1e-5, atol=1e-5)
   # Token by token through `step`, crossing every segment boundary.
   state = init_state(cfg, 2, max_len)
   step = jitted(model, "step")
@@ -128,13 +133,8 @@ def test_vanilla_full_scope_with_a_fused_kernel_trains_as_one_causal_chunk():
   assert np.abs(changed[:, j:] - one_shot[:, j:]).max() > 1e-3
   jaxpr = str(jax.make_jaxpr(lambda v: model.apply(v, tokens))(variables))
   assert "scatter" not in jaxpr
-  state = init_state(cfg, 2, SEG * 4)
-  prefill = jitted(model, "prefill")
-  parts = []
-  for s in range(0, t, SEG):
-    logits, state = prefill(variables, tokens[:, s:s + SEG], state)
-    parts.append(np.asarray(logits))
-  np.testing.assert_allclose(np.concatenate(parts, 1), one_shot, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(_prefill_by_segments(cfg, model, variables, tokens, SEG * 4),
+                             one_shot, rtol=1e-5, atol=1e-5)
 
 
 def test_one_shot_forward_in_segment_scope_keeps_no_cache():
