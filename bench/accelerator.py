@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from lm2_jax.config import load_config
-from lm2_jax.train.metrics import peak_flops_per_device
+from lm2_jax.train.metrics import measure_matmul_flops, peak_flops_per_device
 
 from bench import timing
 from bench.train_step import describe, real_step
@@ -89,21 +89,6 @@ VARIANTS.update({
 SMOKE_VARIANTS = ["smoke_llama_xla", "smoke_lm2_segment_einsum"]
 
 
-def matmul_peak(size: int, dtype, trials: int = 5, repeats: int = 10) -> float:
-  """FLOP/s of a square matmul on random data (never zeros or constants), best of trials."""
-  a, b = (jax.random.normal(jax.random.key(i), (size, size), dtype) for i in (0, 1))
-  matmul = jax.jit(lambda x, y: x @ y)
-  jax.block_until_ready(matmul(a, b))
-  best = float("inf")
-  for _ in range(trials):
-    start = time.perf_counter()
-    for _ in range(repeats):
-      out = matmul(a, b)
-    jax.block_until_ready(out)
-    best = min(best, time.perf_counter() - start)
-  return 2 * size**3 * repeats / best
-
-
 def _device_bytes(step) -> dict:
   """What the compiled step holds on the device: its arguments (state and batch) and its
   temporaries (activations kept for the backward, workspace), from XLA's memory analysis.
@@ -120,7 +105,7 @@ def run(variants: Sequence[str], repeats: int, peak_size: int,
   """One record per named variant (an `error` for one that failed); `note` sees each as it
   ends."""
   datasheet, source = peak_flops_per_device(0.0)
-  measured = matmul_peak(peak_size, jnp.bfloat16)
+  measured = measure_matmul_flops(size=peak_size, repeats=10, trials=5, dtype=jnp.bfloat16)
   records = []
   for name in variants:
     config, overrides = VARIANTS[name]
