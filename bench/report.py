@@ -51,13 +51,23 @@ def tables(result: dict) -> str:
             f"{r['per_token_ratio_to_reference']:.2f} | "
             f"{_f(r['peak_host_bytes'] and r['peak_host_bytes'] / 2**20, '{:.0f}')} |"
             for r in ctx] + [""]
-  ref = [r for r in recs if r["benchmark"] == "reference" and "kind" in r]
+  ref = [r for r in recs if r["benchmark"] == "reference" and r.get("kind") in
+         ("train_step", "forward")]
   if ref:
     out += ["| | ours s | transformers s | ours tok/s | transformers tok/s | speedup |",
             "|---|---|---|---|---|---|"]
     out += [f"| {r['kind']} | {r['ours']['median_s']:.3f} | {r['transformers_']['median_s']:.3f} "
             f"| {r['ours_tokens_per_s']:.0f} | {r['transformers_tokens_per_s']:.0f} | "
             f"{r['speedup_vs_transformers']:.2f}x |" for r in ref] + [""]
+  for r in recs:
+    if r["benchmark"] == "reference" and r.get("kind") == "gemms":
+      out += ["| product (batch, m, k, n) | per step | ours GFLOP/s | torch GFLOP/s "
+              "| speedup |", "|---|---|---|---|---|"]
+      out += [f"| {p['name']} ({', '.join(map(str, p['shape']))}) | {p['count']} | "
+              f"{p['ours_gflops']:.0f} | {p['torch_gflops']:.0f} | "
+              f"{p['speedup_vs_torch']:.2f}x |" for p in r["products"]]
+      out += [f"| one step's products | | {r['ours_step_gemm_s']:.3f} s | "
+              f"{r['torch_step_gemm_s']:.3f} s | {r['gemm_speedup_vs_torch']:.2f}x |", ""]
   acc = [r for r in recs if r["benchmark"] == "accelerator"]
   if acc:
     out += ["| variant | batch x length | remat | attention | step s | tok/s | MFU (datasheet) "

@@ -123,6 +123,7 @@ def _find(records, **match):
 def headline(records: list[dict]) -> dict:
   on = _find(records, benchmark="train_step", config=B50M, variant="on64", reference="off")
   ref = _find(records, benchmark="reference", kind="train_step")
+  gemms = _find(records, benchmark="reference", kind="gemms")
   return {
       "memory_overhead": on and on["time_ratio_to_reference"],
       "memory_efficiency": on and on["time_ratio_to_reference"] / on["flop_ratio_to_reference"],
@@ -130,6 +131,7 @@ def headline(records: list[dict]) -> dict:
           [r for r in records if r["benchmark"] == "context"], "128k"),
       "mfu_vs_measured_peak": on and on["mfu_vs_measured_peak"],
       "vanilla_speedup_vs_transformers": ref and ref.get("speedup_vs_transformers"),
+      "vanilla_gemm_speedup_vs_torch": gemms and gemms.get("gemm_speedup_vs_torch"),
       "accelerator_mfu_vs_datasheet": {
           r["variant"]: r.get("mfu_vs_datasheet") for r in records
           if r["benchmark"] == "accelerator" and "variant" in r} or None,

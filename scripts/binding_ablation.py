@@ -44,6 +44,11 @@ scratch on the default's stream (seed 0):
            on the single-token task that ends the recency plateau (both seeds, by step 1,000)
   vanilla0k_init  vanilla0k initialised at 0.125: bytes instead of BPE tokens, otherwise
            the backbone that learned to read the question in bpe0k_init
+  bpe0k_lm2  bpe0k_init's stories and tokens for LM2 trained from scratch: attention inside
+           16-token segments (a story spans up to 8 of them, so earlier facts reach the
+           question only through the memory), the memory's read starting at zero, 6,000
+           steps, a checkpoint every 1,000 (on the single-token task LM2 from scratch left
+           the recency plateau after 2,000-4,000 steps and bound fully by 5,000)
   seg64, seg128  segments of 64 and 128 bytes instead of 32 (the same bytes per batch; the
            curriculum and gap ceilings scaled to the same byte counts): a fact and the
            whole question then mostly sit in one segment's attention.
@@ -94,6 +99,15 @@ VARIANTS = {
     "bpe0k_init": ["train.steps=3000", *BPE_ZERO_K, "model.initializer_std=0.125"],
     "vanilla0k_init": ["train.steps=1800", *ZERO_K, "model.memory.kind=none",
                        "model.attention_scope=full", "model.initializer_std=0.125"],
+    "bpe0k_lm2": ["train.steps=6000", *(o for o in BPE_ZERO_K if not o.startswith((
+        "model.memory.kind", "model.attention_scope", "model.segment_len",
+        "train.curriculum.max_segments", "train.curriculum.min_segments",
+        "train.eval_segments"))),
+                  "model.memory.kind=lm2", "model.attention_scope=segment",
+                  "model.segment_len=16", "train.curriculum.max_segments=[8]",
+                  "train.curriculum.min_segments=8", "train.eval_segments=[8]",
+                  "model.memory.zero_init=true", "model.initializer_std=0.125",
+                  "train.checkpoint_every=1000", "train.keep=7"],
     "seg64": ["train.steps=600", "model.segment_len=64", "train.curriculum.max_segments=[3,5,8]",
               "train.curriculum.min_segments=3", "data.max_gap_segments=4"],
     "seg128": ["train.steps=600", "model.segment_len=128",

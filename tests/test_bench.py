@@ -27,6 +27,21 @@ def test_memory_ops_times_read_write_attention_and_mlp():
 
 
 @pytest.mark.slow
+def test_the_gemm_list_is_the_step_the_flop_formula_counts():
+  # The products bench/reference.py times are every matmul of the vanilla train step: their
+  # FLOPs add up to the library's executed count (no mask skipped, as the step computes).
+  from bench import reference  # pylint: disable=g-import-not-at-top
+  from lm2_jax.config import load_config  # pylint: disable=g-import-not-at-top
+  from lm2_jax.model.flops import flops_per_token  # pylint: disable=g-import-not-at-top
+  for batch, seq in ((4, 256), (2, 96)):
+    cfg = load_config(None, [*reference.SHAPE, "model.num_kv_heads=2",
+                             f"model.segment_len={seq}", f"train.seq_len={seq}",
+                             f"train.batch_size={batch}"])
+    total = sum(count * 2 * b * m * k * n
+                for _, count, (b, m, k, n), _ in reference.step_gemms(cfg))
+    assert total == batch * seq * flops_per_token(cfg.model, seq)["train_executed"]
+
+
 def test_smoke_suite_runs_every_benchmark_and_writes_the_headline(tmp_path):
   out = tmp_path / "bench.json"
   assert bench_run.main(["--suite", "smoke", "--output", str(out)]) == 0
@@ -51,8 +66,13 @@ def test_smoke_suite_runs_every_benchmark_and_writes_the_headline(tmp_path):
                       / steps["on64"]["flop_ratio_to_reference"])
   # With torch and transformers installed (requirements-dev.txt) the reference runs too.
   if "skipped" not in by_name["reference"][0]:
-    assert {r["kind"] for r in by_name["reference"]} == {"train_step", "forward"}
+    assert {r["kind"] for r in by_name["reference"]} == {"train_step", "forward", "gemms"}
     assert head["vanilla_speedup_vs_transformers"] > 0
+    gemms = next(r for r in by_name["reference"] if r["kind"] == "gemms")
+    for product in gemms["products"]:
+      _finite_positive(product, "ours_gflops", "torch_gflops", "speedup_vs_torch")
+    assert head["vanilla_gemm_speedup_vs_torch"] == gemms["gemm_speedup_vs_torch"] > 0
+    assert "| one step's products |" in report.tables(result)
   # The accelerator benchmark's variants, shrunk: vanilla through dot_product_attention, LM2.
   accel = {r["variant"]: r for r in by_name["accelerator"]}
   assert set(accel) == {"smoke_llama_xla", "smoke_lm2_segment_einsum"}
