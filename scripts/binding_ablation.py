@@ -49,6 +49,10 @@ scratch on the default's stream (seed 0):
            question only through the memory), the memory's read starting at zero, 6,000
            steps, a checkpoint every 1,000 (on the single-token task LM2 from scratch left
            the recency plateau after 2,000-4,000 steps and bound fully by 5,000)
+  bpe_lm2_haystack  the second stage: from bpe0k_lm2's weights (run it first, in the same
+           --workdir), the BABILong stream in the same BPE: stories in background text, the
+           question anywhere in a 16-token segment, up to 8 segments of background before
+           it, 8 to 16 segments per batch, interleaved answers, 3,000 steps
   seg64, seg128  segments of 64 and 128 bytes instead of 32 (the same bytes per batch; the
            curriculum and gap ceilings scaled to the same byte counts): a fact and the
            whole question then mostly sit in one segment's attention.
@@ -108,6 +112,14 @@ VARIANTS = {
                   "train.curriculum.min_segments=8", "train.eval_segments=[8]",
                   "model.memory.zero_init=true", "model.initializer_std=0.125",
                   "train.checkpoint_every=1000", "train.keep=7"],
+    "bpe_lm2_haystack": [
+        "train.steps=3000", "train.init_from={workdir}/bpe0k_lm2", "model.vocab_size=512",
+        "data.tokenizer={bpe}", "data.interleaved_questions=true", "data.random_offset=true",
+        "data.max_gap_segments=8", "model.segment_len=16", "train.seq_len=256",
+        "train.batch_size=16", "train.curriculum.max_segments=[8,12,16]",
+        "train.curriculum.min_segments=8", "train.curriculum.stage_steps=500",
+        "train.eval_segments=[16]", "model.memory.zero_init=true",
+        "model.initializer_std=0.125", "train.checkpoint_every=1000", "train.keep=3"],
     "seg64": ["train.steps=600", "model.segment_len=64", "train.curriculum.max_segments=[3,5,8]",
               "train.curriculum.min_segments=3", "data.max_gap_segments=4"],
     "seg128": ["train.steps=600", "model.segment_len=128",
@@ -127,7 +139,7 @@ def main(argv=None) -> int:
   for name in names:
     workdir = os.path.join(args.workdir, name)
     bpe = os.path.join(args.workdir, "bpe512", "tokenizer.json")
-    over = [o.format(bpe=bpe) for o in VARIANTS[name]]
+    over = [o.format(bpe=bpe, workdir=args.workdir) for o in VARIANTS[name]]
     if any(bpe in o for o in over) and not os.path.exists(bpe):
       cmd = [sys.executable, "-m", "lm2_jax.data.tokenizer_training", "--output", bpe,
              "--vocab-size", "512", "--tasks", "qa1", "--num-samples", "2000"]
