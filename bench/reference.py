@@ -83,14 +83,10 @@ def _time_gemms(cfg, repeats: int) -> dict:
   for name, count, (b, m, k, n), lhs_t in step_gemms(cfg):
     lhs = rng.standard_normal((b, k, m) if lhs_t else (b, m, k), dtype=np.float32)
     rhs = rng.standard_normal((b, k, n), dtype=np.float32)
-    if lhs_t:
-      fn = jax.jit(lambda x, y: jnp.einsum("bkm,bkn->bmn", x, y))
-      tl = torch.from_numpy(lhs)
-      tl_view = lambda tl=tl: tl.transpose(1, 2)
-    else:
-      fn = jax.jit(lambda x, y: jnp.einsum("bmk,bkn->bmn", x, y))
-      tl = torch.from_numpy(lhs)
-      tl_view = lambda tl=tl: tl
+    spec = "bkm,bkn->bmn" if lhs_t else "bmk,bkn->bmn"
+    fn = jax.jit(lambda x, y, spec=spec: jnp.einsum(spec, x, y))
+    tl = torch.from_numpy(lhs)
+    tl_view = (lambda tl=tl: tl.transpose(1, 2)) if lhs_t else (lambda tl=tl: tl)
     jl, jr, tr = jnp.asarray(lhs), jnp.asarray(rhs), torch.from_numpy(rhs)
     # Enough calls per timed run that the call overheads (JAX dispatch, torch's eager
     # dispatch; both included) are small next to the product.

@@ -26,7 +26,6 @@ def test_memory_ops_times_read_write_attention_and_mlp():
                    "read_over_attention", "memory_over_attention_mlp")
 
 
-@pytest.mark.slow
 def test_the_gemm_list_is_the_step_the_flop_formula_counts():
   # The products bench/reference.py times are every matmul of the vanilla train step: their
   # FLOPs add up to the library's executed count (no mask skipped, as the step computes).
@@ -42,6 +41,7 @@ def test_the_gemm_list_is_the_step_the_flop_formula_counts():
     assert total == batch * seq * flops_per_token(cfg.model, seq)["train_executed"]
 
 
+@pytest.mark.slow
 def test_smoke_suite_runs_every_benchmark_and_writes_the_headline(tmp_path):
   out = tmp_path / "bench.json"
   assert bench_run.main(["--suite", "smoke", "--output", str(out)]) == 0
