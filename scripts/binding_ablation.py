@@ -49,6 +49,9 @@ scratch on the default's stream (seed 0):
            question only through the memory), the memory's read starting at zero, 6,000
            steps, a checkpoint every 1,000 (on the single-token task LM2 from scratch left
            the recency plateau after 2,000-4,000 steps and bound fully by 5,000)
+  bpe0k_rmt  bpe0k_lm2's stream, steps and segments for the RMT baseline (16 memory tokens
+           read before and written after each 16-token segment), its MLP widened to 437 so
+           that its parameters match LM2's (`lm2_jax.summary.matched_rmt`)
   bpe_lm2_haystack  the second stage: from bpe0k_lm2's weights (run it first, in the same
            --workdir), the BABILong stream in the same BPE: stories in background text, the
            question anywhere in a 16-token segment, up to 8 segments of background before
@@ -112,6 +115,15 @@ VARIANTS = {
                   "train.curriculum.min_segments=8", "train.eval_segments=[8]",
                   "model.memory.zero_init=true", "model.initializer_std=0.125",
                   "train.checkpoint_every=1000", "train.keep=7"],
+    "bpe0k_rmt": ["train.steps=6000", *(o for o in BPE_ZERO_K if not o.startswith((
+        "model.memory.kind", "model.attention_scope", "model.segment_len",
+        "train.curriculum.max_segments", "train.curriculum.min_segments",
+        "train.eval_segments"))),
+                  "model.memory.kind=rmt", "model.attention_scope=segment",
+                  "model.segment_len=16", "train.curriculum.max_segments=[8]",
+                  "train.curriculum.min_segments=8", "train.eval_segments=[8]",
+                  "model.mlp_width=437", "model.initializer_std=0.125",
+                  "train.checkpoint_every=1000", "train.keep=7"],
     "bpe_lm2_haystack": [
         "train.steps=3000", "train.init_from={workdir}/bpe0k_lm2", "model.vocab_size=512",
         "data.tokenizer={bpe}", "data.interleaved_questions=true", "data.random_offset=true",
@@ -120,6 +132,16 @@ VARIANTS = {
         "train.curriculum.min_segments=8", "train.curriculum.stage_steps=500",
         "train.eval_segments=[16]", "model.memory.zero_init=true",
         "model.initializer_std=0.125", "train.checkpoint_every=1000", "train.keep=3"],
+    "bpe_lm2_long": [
+        "train.steps=1200", "train.init_from={workdir}/bpe_lm2_haystack", "model.vocab_size=512",
+        "data.tokenizer={bpe}", "data.interleaved_questions=true", "data.random_offset=true",
+        "data.max_gap_segments=128", "data.questions_per_sequence=6", "model.segment_len=16",
+        "train.seq_len=2048", "train.batch_size=2", "train.learning_rate=1.0e-3",
+        "train.curriculum.max_segments=[32,64,128]", "train.curriculum.min_segments=16",
+        "train.curriculum.stage_steps=400", "train.curriculum.bucket=16",
+        "train.eval_segments=[128]",
+        "model.memory.zero_init=true", "model.initializer_std=0.125",
+        "train.checkpoint_every=400", "train.keep=3"],
     "seg64": ["train.steps=600", "model.segment_len=64", "train.curriculum.max_segments=[3,5,8]",
               "train.curriculum.min_segments=3", "data.max_gap_segments=4"],
     "seg128": ["train.steps=600", "model.segment_len=128",

@@ -31,6 +31,19 @@ def test_curriculum_grows_and_draws_the_same_counts_for_the_same_seed():
                                                    for s in range(50)]
 
 
+def test_bucketed_curriculum_draws_only_the_bucket_multiples_between_floor_and_ceiling():
+  cfg = load_config(None, ["model.segment_len=16", "train.seq_len=2048", "data.kind=babilong",
+                           "train.curriculum.max_segments=[30,64,128]",
+                           "train.curriculum.stage_steps=50", "train.curriculum.min_segments=12",
+                           "train.curriculum.bucket=16"])
+  cur = Curriculum(cfg)
+  assert set(cur.segments(s) for s in range(50)) == {12, 16, 30}
+  assert set(cur.segments(s) for s in range(100, 400)) == {12, 16, 32, 48, 64, 80, 96, 112, 128}
+  assert cur.all_segments() == (12, 16, 30, 32, 48, 64, 80, 96, 112, 128)
+  with pytest.raises(Exception, match="train.curriculum.bucket"):
+    load_config(None, ["train.curriculum.bucket=0"])
+
+
 def test_without_curriculum_every_batch_spans_seq_len():
   cur = Curriculum(load_config(None, BABILONG))
   assert {cur.seq_len(s) for s in range(20)} == {256}

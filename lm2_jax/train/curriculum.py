@@ -1,7 +1,9 @@
 """The segment-count curriculum: how many segments the batch of a given step spans.
 
 Stage s (steps s*stage_steps .. (s+1)*stage_steps - 1) has a ceiling max_segments[s]; each
-batch draws its count uniformly from min_segments..ceiling. The draw is a pure function of
+batch draws its count uniformly from min_segments..ceiling (with `bucket` > 1, uniformly from
+min_segments, the ceiling and the multiples of bucket between them, so that fewer shapes
+compile). The draw is a pure function of
 (seed, step), so every host picks the same length for a step (their batches must agree in
 shape) and a resumed run draws what the interrupted one would have. Why random counts: a
 fixed count does not extrapolate to longer inputs, random counts up to a growing ceiling do
@@ -27,19 +29,29 @@ class Curriculum:
     self.stages = tuple(t.curriculum.max_segments) or (self.most,)
     self.stage_steps = t.curriculum.stage_steps
     self.least = t.curriculum.min_segments if t.curriculum.max_segments else self.most
+    self.bucket = t.curriculum.bucket
     self.seed = t.seed
 
   def ceiling(self, step: int) -> int:
     """The largest count the batch of `step` may draw."""
     return self.stages[min(step // self.stage_steps, len(self.stages) - 1)]
 
-  def segments(self, step: int) -> int:
-    high = self.ceiling(step)
+  def _choices(self, high: int) -> tuple[int, ...]:
+    """The counts a batch under ceiling `high` may draw."""
     low = min(self.least, high)
-    if low == high:
-      return high
+    if self.bucket == 1:
+      return tuple(range(low, high + 1))
+    inner = range((low // self.bucket + 1) * self.bucket, high, self.bucket)
+    return tuple(sorted({low, *inner, high}))
+
+  def segments(self, step: int) -> int:
+    choices = self._choices(self.ceiling(step))
+    if len(choices) == 1:
+      return choices[0]
     rng = np.random.default_rng([self.seed, step, _STREAM])
-    return int(rng.integers(low, high + 1))
+    if self.bucket == 1:   # the draw of runs made before `bucket` existed, unchanged
+      return int(rng.integers(choices[0], choices[-1] + 1))
+    return choices[int(rng.integers(len(choices)))]
 
   def seq_len(self, step: int) -> int:
     """Model input tokens of the batch of `step` (the data adds one for the targets)."""
@@ -47,4 +59,4 @@ class Curriculum:
 
   def all_segments(self) -> tuple[int, ...]:
     """Every count some step may draw."""
-    return tuple(range(min(self.least, self.stages[0]), max(self.stages) + 1))
+    return tuple(sorted({n for high in self.stages for n in self._choices(high)}))

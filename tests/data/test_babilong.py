@@ -339,6 +339,18 @@ def test_several_stories_per_sequence_score_every_answer_against_the_whole_strea
   assert min(counts) >= 1 and max(counts) == 4 and len(set(counts)) >= 3
 
 
+def test_short_records_of_a_many_story_stream_hold_fewer_stories():
+  """A curriculum's short records (here 192 bytes, room for one short qa1 story) may not be
+  split into more stories than fit: questions=6 must not fail on them."""
+  tok = ByteTokenizer()
+  ds = make_babilong_dataset(["qa1"], None, tok, seq_len=192, batch_size=32, seed=0,
+                             end_jitter=16, max_gap=512, questions=6)
+  batch = next(iter(ds))
+  answers = [np.count_nonzero(np.diff(np.concatenate([[0], m, [0]]))) // 2
+             for m in batch["loss_mask"]]
+  assert set(answers) == {1}
+
+
 @pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
 def test_hard_questions_take_the_answer_out_of_the_last_fact(fraction):
   """hard_questions: that share of the samples asks about someone the last fact does not

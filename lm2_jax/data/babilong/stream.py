@@ -133,7 +133,9 @@ class _TrainingSource:
   for every distance up to it rather than mostly short ones. ``questions`` > 1 fills a
   record with 1..questions stories one after the other, each closed by its question and
   answer (all scored): one long sequence then asks many questions at many distances, and
-  the memory must also let a later story overwrite an earlier one. A fraction
+  the memory must also let a later story overwrite an earlier one; a record holds at most
+  one story per three short stories' tokens, so the short records of a curriculum hold
+  fewer. A fraction
   ``hard_questions`` of the stories is redrawn until the fact just before the question does
   not contain the answer: on those, "the last room mentioned" is wrong. With ``interleave``
   each story keeps its earlier questions where it asks them, answered and scored.
@@ -149,6 +151,7 @@ class _TrainingSource:
     self.hard_questions, self.interleave = hard_questions, interleave
     # Boundary effects of subword tokenizers can add a token where prompt parts meet.
     self.slack = 0 if isinstance(tokenizer, ByteTokenizer) else 3
+    self._short: dict[str, int] = {}
 
   def _overhead(self, story: babi.BabiSample) -> int:
     """Tokens of everything but the input: question and answer in the template, BOS, EOS."""
@@ -158,6 +161,18 @@ class _TrainingSource:
 
   def __len__(self) -> int:
     return 2**31 - 1
+
+  def short_story(self, task: str) -> int:
+    """The tokens of the shortest of 32 fixed draws of ``task``'s samples (a story asked at its
+    first question, with template and answer); measured once."""
+    if task not in self._short:
+      costs = []
+      for k in range(32):
+        story = babi.generate_story(task, _rng("short", task, k)).sample(0)
+        costs.append(sum(_count(self.tokenizer, [" " + f for f in story.facts]))
+                     + self._overhead(story))
+      self._short[task] = min(costs)
+    return self._short[task]
 
   def _sample(self, pick: random.Random, index, budget: int, fill: bool) -> dict:
     gap = None
@@ -176,6 +191,11 @@ class _TrainingSource:
     if self.end_jitter:
       budget -= pick.randrange(min(self.end_jitter, budget // 2))
     count = pick.randint(1, self.questions) if length and self.questions > 1 else 1
+    if count > 1:
+      # A share is at least a third of budget / count and must hold some story: the short
+      # records of a curriculum hold fewer stories than its long ones.
+      short = max(self.short_story(t) for t in self.tasks)
+      count = max(1, min(count, budget // (3 * short)))
     if count == 1:
       sample = self._sample(pick, i, budget, fill=length > 0)
       tokens, loss_mask = sample_to_arrays(sample, self.tokenizer, self.seq_len,
