@@ -5,9 +5,12 @@
 
 For each checkpoint: free-generation accuracy with `k` segments of background inserted
 between the facts and the question (lm2_jax.evaluation.gap_curve), accuracy on generated
-BABILong samples at the given lengths, and the memory's statistics per segment over
+BABILong samples at the given lengths, the memory's statistics per segment over
 `--trace-segments` segments of background (RMS, kept fraction per write, slot similarity,
-read entropy). Prints the tables and writes everything to one JSON file. This is how the
+read entropy), and the footprint of one fact over `--footprint-segments` segments of
+background: `--footprint-pairs` qa1 stories, each beside itself with the supporting fact's
+room changed, and the memory's relative difference between the two as background follows
+(lm2_jax.model.trace.make_memory_footprint). Prints the tables and writes everything to one JSON file. This is how the
 numbers of docs/results.md ("Retention") were measured.
 """
 
@@ -30,13 +33,51 @@ from lm2_jax.data.haystack import load_haystack  # pylint: disable=wrong-import-
 from lm2_jax.data.tokenizers import load_tokenizer  # pylint: disable=wrong-import-position
 from lm2_jax.evaluation import babilong as ev_babilong  # pylint: disable=wrong-import-position
 from lm2_jax.evaluation import gap_curve  # pylint: disable=wrong-import-position
-from lm2_jax.model.trace import memory_trace  # pylint: disable=wrong-import-position
+from lm2_jax.data.babi import ROOMS  # pylint: disable=wrong-import-position
+from lm2_jax.model.trace import make_memory_footprint, memory_trace  # pylint: disable=wrong-import-position
 from lm2_jax.inference.engine import Engine  # pylint: disable=wrong-import-position
 from lm2_jax.inference.sampling import SamplingParams  # pylint: disable=wrong-import-position
 
 
 def _ints(text: str) -> list[int]:
   return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _background_ids(tokenizer, haystack, seed: int, need: int) -> np.ndarray:
+  """`need` tokens of background text."""
+  sentences = haystack.sentences(random.Random(seed))
+  text = ""
+  while len(tokenizer.encode(text)) < need:
+    text += " " + " ".join(next(sentences) for _ in range(32))
+  return np.asarray(tokenizer.encode(text)[:need], np.int32)
+
+
+def fact_pairs(tokenizer, count: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """`count` held-out qa1 stories, each tokenised twice: as generated, and with the room of
+  the supporting fact (the last sentence naming the asked actor) replaced by the next room
+  that tokenises to as many tokens. Right-padded pairs and their lengths."""
+  a_rows, b_rows = [], []
+  index = 0
+  while len(a_rows) < count:
+    sample = bl.make_sample("qa1", "0k", index, seed, tokenizer=tokenizer)
+    index += 1
+    actor = sample["question"].removeprefix("Where is ").rstrip("?")
+    sentences = sample["input"].split(". ")
+    last = max(i for i, t in enumerate(sentences) if actor in t)
+    room = sample["target"]
+    a = tokenizer.encode(sample["input"])
+    for other in ROOMS[ROOMS.index(room) + 1:] + ROOMS[:ROOMS.index(room)]:
+      changed = list(sentences)
+      changed[last] = changed[last].replace(room, other)
+      b = tokenizer.encode(". ".join(changed))
+      if len(b) == len(a):
+        a_rows.append(a)
+        b_rows.append(b)
+        break
+  lengths = np.array([len(r) for r in a_rows], np.int32)
+  pad = lambda rows: np.array([r + [tokenizer.pad_id] * (lengths.max() - len(r))
+                               for r in rows], np.int32)
+  return pad(a_rows), pad(b_rows), lengths
 
 
 def probe(path: str, args) -> dict:
@@ -65,15 +106,21 @@ def probe(path: str, args) -> dict:
         generate, tasks, ev_babilong.parse_lengths(args.lengths), source,
         batch_size=args.batch_size)
   if args.trace_segments and cfg.model.num_memory_layers:
-    rng = random.Random(args.seed)
-    sentences = haystack.sentences(rng)
-    need = args.trace_segments * cfg.model.segment_len
-    text = ""
-    while len(tokenizer.encode(text)) < need:
-      text += " " + " ".join(next(sentences) for _ in range(32))
-    ids = np.asarray(tokenizer.encode(text)[:need], np.int32)[None]
+    ids = _background_ids(tokenizer, haystack, args.seed,
+                          args.trace_segments * cfg.model.segment_len)[None]
     trace = memory_trace(engine.model, engine.variables, ids)
     out["trace"] = {k: [float(x) for x in v] for k, v in trace.items()}
+  if args.footprint_segments and cfg.model.num_memory_layers:
+    chunk = args.footprint_chunk * cfg.model.segment_len
+    segments = -(-args.footprint_segments // args.footprint_chunk) * args.footprint_chunk
+    background = _background_ids(tokenizer, haystack, args.seed + 1,
+                                 segments * cfg.model.segment_len)
+    a, b, lengths = fact_pairs(tokenizer, args.footprint_pairs, args.seed)
+    curve = make_memory_footprint(engine.model)(engine.variables, a, b, lengths, background,
+                                                chunk)
+    out["footprint"] = {"segments": [k * args.footprint_chunk for k in range(len(curve))],
+                        "relative_difference": [float(x) for x in curve],
+                        "pairs": int(len(lengths))}
   out["seconds"] = time.perf_counter() - start
   return out
 
@@ -87,6 +134,11 @@ def main(argv=None) -> int:
   p.add_argument("--lengths", default="0k,1k,4k,16k", help="BABILong lengths; '' skips")
   p.add_argument("--num-samples", type=int, default=100)
   p.add_argument("--trace-segments", type=int, default=512, help="0 skips the trace")
+  p.add_argument("--footprint-segments", type=int, default=0,
+                 help="background segments after the fact pairs; 0 skips the footprint")
+  p.add_argument("--footprint-chunk", type=int, default=64,
+                 help="segments of background between two footprint measurements")
+  p.add_argument("--footprint-pairs", type=int, default=16)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--haystack", default="default")
   p.add_argument("--batch-size", type=int, default=32)
@@ -113,6 +165,13 @@ def main(argv=None) -> int:
             f"{[round(t['kept'][i], 4) for i in marks]}, slot similarity "
             f"{[round(t['slot_similarity'][i], 3) for i in marks]}, read entropy "
             f"{[round(t['read_entropy'][i], 3) for i in marks]}", flush=True)
+    if "footprint" in r:
+      f = r["footprint"]
+      marks = [i for i, k in enumerate(f["segments"]) if k == 0 or k & (k - 1) == 0
+               or i == len(f["segments"]) - 1]
+      print(f"[{name}] footprint of one fact (n = {f['pairs']} pairs) after "
+            f"{[f['segments'][i] for i in marks]} background segments: "
+            f"{[round(f['relative_difference'][i], 4) for i in marks]}", flush=True)
   if any("gap_curve" in r for r in results.values()):
     print(gap_curve.format_gap_table({n: r["gap_curve"] for n, r in results.items()}))
   if any("babilong" in r for r in results.values()):

@@ -6,7 +6,7 @@ import pytest
 
 from lm2_jax.config import load_config
 from lm2_jax.model import build_model
-from lm2_jax.model.trace import make_memory_trace, memory_trace
+from lm2_jax.model.trace import make_memory_footprint, make_memory_trace, memory_trace
 
 
 def test_memory_trace_has_one_value_per_segment():
@@ -32,3 +32,25 @@ def test_memory_trace_refuses_partial_segments_and_models_without_lm2_memory():
   rmt = load_config("configs/babilong_tiny.yaml", ["model.memory.kind=rmt"]).model
   with pytest.raises(ValueError, match="no LM2 memory"):
     make_memory_trace(build_model(rmt))
+
+
+def test_memory_footprint_is_zero_for_equal_inputs_and_does_not_depend_on_the_chunking():
+  cfg = load_config("configs/babilong_tiny.yaml", ["model.segment_len=8"]).model
+  model = build_model(cfg)
+  rng = np.random.default_rng(0)
+  a = rng.integers(0, 256, (3, 21)).astype(np.int32)
+  b = a.copy()
+  b[:, 5] = (b[:, 5] + 1) % 256    # one token differs, early
+  lengths = np.array([21, 17, 13], np.int32)   # rows end at different in-segment offsets
+  background = rng.integers(0, 256, 8 * 8).astype(np.int32)
+  variables = jax.jit(model.init)(jax.random.key(1), a[:, :8])
+  footprint = make_memory_footprint(model)
+  same = footprint(variables, a, a, lengths, background, 16)
+  np.testing.assert_array_equal(same, np.zeros(5, np.float32))
+  coarse = footprint(variables, a, b, lengths, background, 16)
+  fine = footprint(variables, a, b, lengths, background, 8)
+  assert coarse.shape == (5,) and fine.shape == (9,)
+  assert coarse[0] > 1e-3
+  np.testing.assert_allclose(coarse, fine[::2], rtol=1e-4, atol=1e-6)
+  with pytest.raises(ValueError, match="not whole chunks of 16"):
+    footprint(variables, a, b, lengths, background[:40], 16)

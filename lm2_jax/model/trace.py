@@ -56,3 +56,63 @@ def make_memory_trace(model) -> TraceFn:
 def memory_trace(model, variables, tokens_BxT) -> dict[str, np.ndarray]:
   """One trace (compiles each call; keep `make_memory_trace`'s function to trace often)."""
   return make_memory_trace(model)(variables, np.asarray(tokens_BxT, np.int32))
+
+
+FootprintFn = Callable[..., np.ndarray]
+
+
+def make_memory_footprint(model) -> FootprintFn:
+  """footprint(variables, a_PxT, b_PxT, lengths_P, background_U, chunk) -> float32[K + 1].
+
+  How long does one difference in the input stay in the memory? Rows a and b of each pair
+  differ in one fact (the same story with another room, say); both then read the same
+  background, `chunk` tokens at a time. Entry k is the memory's relative difference,
+  ||M_a - M_b|| / rms(||M_a||, ||M_b||) over all memory layers, averaged over the pairs,
+  after k chunks of background (k = 0: just after the stories). Pairs are right-padded to
+  T; `lengths_P` gives their real lengths (a and b must have the same). Attention scope
+  segment only (the cache of scope full would have to hold the whole background).
+  """
+  cfg = model.cfg
+  if not cfg.num_memory_layers:
+    raise ValueError("memory footprint: the model has no LM2 memory "
+                     f"(model.memory.kind={cfg.memory.kind})")
+  if cfg.attention_scope != "segment":
+    raise ValueError("memory footprint: needs model.attention_scope=segment, got "
+                     f"{cfg.attention_scope}")
+  from lm2_jax.model.transformer import init_state  # pylint: disable=g-import-not-at-top
+
+  @jax.jit
+  def consume(variables, tokens_BxT, lengths_B, state):
+    _, state = model.apply(variables, tokens_BxT, state, lengths_B, method="prefill")
+    return state
+
+  @jax.jit
+  def difference(memory_MxBxNxD):
+    m = memory_MxBxNxD.reshape(memory_MxBxNxD.shape[0], 2, -1, *memory_MxBxNxD.shape[2:])
+    a, b = m[:, 0], m[:, 1]   # [M, P, N, D] each
+    diff = jnp.sqrt(((a - b) ** 2).sum(axis=(0, 2, 3)))
+    size = jnp.sqrt(((a ** 2).sum(axis=(0, 2, 3)) + (b ** 2).sum(axis=(0, 2, 3))) / 2)
+    return (diff / jnp.maximum(size, 1e-12)).mean()
+
+  def footprint(variables, a_PxT, b_PxT, lengths_P, background_U, chunk: int) -> np.ndarray:
+    a_PxT, b_PxT = np.asarray(a_PxT, np.int32), np.asarray(b_PxT, np.int32)
+    if a_PxT.shape != b_PxT.shape:
+      raise ValueError(f"memory footprint: pairs of different shapes {a_PxT.shape} and "
+                       f"{b_PxT.shape}")
+    if chunk <= 0 or len(background_U) % chunk:
+      raise ValueError(f"memory footprint: {len(background_U)} background tokens are not "
+                       f"whole chunks of {chunk}")
+    p = a_PxT.shape[0]
+    lengths_B = np.concatenate([lengths_P, lengths_P]).astype(np.int32)
+    state = consume(variables, np.concatenate([a_PxT, b_PxT]), lengths_B,
+                    init_state(cfg, 2 * p))
+    out = [difference(state.memory_MxBxNxD)]
+    full_B = np.full((2 * p,), chunk, np.int32)
+    for start in range(0, len(background_U), chunk):
+      piece = np.broadcast_to(np.asarray(background_U[start:start + chunk], np.int32),
+                              (2 * p, chunk))
+      state = consume(variables, piece, full_B, state)
+      out.append(difference(state.memory_MxBxNxD))
+    return np.asarray(jax.device_get(out), np.float32)
+
+  return footprint
