@@ -56,6 +56,13 @@ scratch on the default's stream (seed 0):
            --workdir), the BABILong stream in the same BPE: stories in background text, the
            question anywhere in a 16-token segment, up to 8 segments of background before
            it, 8 to 16 segments per batch, interleaved answers, 3,000 steps
+  bpe_lm2_4k  the fourth stage, from bpe_lm2_long's weights: sequences of 128-256 segments
+           (up to 4,096 tokens, batch 2), up to 12 stories each, a log-uniform 0-256
+           segments of background before a question, learning rate 5e-4, 400 steps
+  bpe_lm2_mix  a fifth stage, from bpe_lm2_4k's weights: half the samples the stories
+           alone (facts back to back, several in a segment, as at 0k), half in background
+           with up to 6 stories and a 0-64-segment gap; 16-64 segments of batch 8, learning
+           rate 3e-4, 300 steps
   seg64, seg128  segments of 64 and 128 bytes instead of 32 (the same bytes per batch; the
            curriculum and gap ceilings scaled to the same byte counts): a fact and the
            whole question then mostly sit in one segment's attention.
@@ -142,6 +149,24 @@ VARIANTS = {
         "train.eval_segments=[128]",
         "model.memory.zero_init=true", "model.initializer_std=0.125",
         "train.checkpoint_every=400", "train.keep=3"],
+    "bpe_lm2_4k": [
+        "train.steps=400", "train.init_from={workdir}/bpe_lm2_long", "model.vocab_size=512",
+        "data.tokenizer={bpe}", "data.interleaved_questions=true", "data.random_offset=true",
+        "data.max_gap_segments=256", "data.questions_per_sequence=12", "model.segment_len=16",
+        "train.seq_len=4096", "train.batch_size=2", "train.learning_rate=5.0e-4",
+        "train.warmup_steps=20", "train.curriculum.max_segments=[256]",
+        "train.curriculum.min_segments=128", "train.curriculum.bucket=64",
+        "train.eval_segments=[256]", "model.memory.zero_init=true",
+        "model.initializer_std=0.125", "train.checkpoint_every=200", "train.keep=2"],
+    "bpe_lm2_mix": [
+        "train.steps=300", "train.init_from={workdir}/bpe_lm2_4k", "model.vocab_size=512",
+        "data.tokenizer={bpe}", "data.interleaved_questions=true", "data.random_offset=true",
+        "data.lengths=[0k,4k]", "data.max_gap_segments=64", "data.questions_per_sequence=6",
+        "model.segment_len=16", "train.seq_len=1024", "train.batch_size=8",
+        "train.learning_rate=3.0e-4", "train.warmup_steps=20",
+        "train.curriculum.max_segments=[64]", "train.curriculum.min_segments=16",
+        "train.curriculum.bucket=16", "train.eval_segments=[64]", "model.memory.zero_init=true",
+        "model.initializer_std=0.125", "train.checkpoint_every=300", "train.keep=1"],
     "seg64": ["train.steps=600", "model.segment_len=64", "train.curriculum.max_segments=[3,5,8]",
               "train.curriculum.min_segments=3", "data.max_gap_segments=4"],
     "seg128": ["train.steps=600", "model.segment_len=128",
