@@ -59,10 +59,16 @@ scratch on the default's stream (seed 0):
   bpe_lm2_4k  the fourth stage, from bpe_lm2_long's weights: sequences of 128-256 segments
            (up to 4,096 tokens, batch 2), up to 12 stories each, a log-uniform 0-256
            segments of background before a question, learning rate 5e-4, 400 steps
+  bpe_lm2_8k  beyond the issue's 4k-token training limit, to see whether the training
+           length still moves the far end: from bpe_lm2_4k's weights, 256-512 segments (up to
+           8,192 tokens, batch 1), up to 24 stories, a 0-512-segment gap, learning rate 3e-4,
+           300 steps
   bpe_lm2_mix  a fifth stage, from bpe_lm2_4k's weights: half the samples the stories
            alone (facts back to back, several in a segment, as at 0k), half in background
            with up to 6 stories and a 0-64-segment gap; 16-64 segments of batch 8, learning
            rate 3e-4, 300 steps
+  bpe_lm2_plain  bpe_lm2_mix without the interleaved answers: each story asks only its
+           last question, as evaluation does
   seg64, seg128  segments of 64 and 128 bytes instead of 32 (the same bytes per batch; the
            curriculum and gap ceilings scaled to the same byte counts): a fact and the
            whole question then mostly sit in one segment's attention.
@@ -92,6 +98,15 @@ BPE_ZERO_K = ["model.vocab_size=512", "data.tokenizer={bpe}", "data.lengths=[0]"
               "train.batch_size=32", "train.curriculum.max_segments=[1]",
               "train.curriculum.min_segments=1", "train.curriculum.stage_steps=100000",
               "train.eval_segments=[1]", "model.memory.kind=none", "model.attention_scope=full"]
+# A stage from bpe_lm2_4k's weights: half the samples the stories alone, half in background.
+MIX = ["train.steps=300", "train.init_from={workdir}/bpe_lm2_4k", "model.vocab_size=512",
+       "data.tokenizer={bpe}", "data.interleaved_questions=true", "data.random_offset=true",
+       "data.lengths=[0k,4k]", "data.max_gap_segments=64", "data.questions_per_sequence=6",
+       "model.segment_len=16", "train.seq_len=1024", "train.batch_size=8",
+       "train.learning_rate=3.0e-4", "train.warmup_steps=20",
+       "train.curriculum.max_segments=[64]", "train.curriculum.min_segments=16",
+       "train.curriculum.bucket=16", "train.eval_segments=[64]", "model.memory.zero_init=true",
+       "model.initializer_std=0.125", "train.checkpoint_every=300", "train.keep=1"]
 VARIANTS = {
     "base": ["train.steps=600"],
     "steps3x": ["train.steps=1800", "train.curriculum.stage_steps=450"],
@@ -158,15 +173,18 @@ VARIANTS = {
         "train.curriculum.min_segments=128", "train.curriculum.bucket=64",
         "train.eval_segments=[256]", "model.memory.zero_init=true",
         "model.initializer_std=0.125", "train.checkpoint_every=200", "train.keep=2"],
-    "bpe_lm2_mix": [
+    "bpe_lm2_8k": [
         "train.steps=300", "train.init_from={workdir}/bpe_lm2_4k", "model.vocab_size=512",
         "data.tokenizer={bpe}", "data.interleaved_questions=true", "data.random_offset=true",
-        "data.lengths=[0k,4k]", "data.max_gap_segments=64", "data.questions_per_sequence=6",
-        "model.segment_len=16", "train.seq_len=1024", "train.batch_size=8",
-        "train.learning_rate=3.0e-4", "train.warmup_steps=20",
-        "train.curriculum.max_segments=[64]", "train.curriculum.min_segments=16",
-        "train.curriculum.bucket=16", "train.eval_segments=[64]", "model.memory.zero_init=true",
+        "data.max_gap_segments=512", "data.questions_per_sequence=24", "model.segment_len=16",
+        "train.seq_len=8192", "train.batch_size=1", "train.learning_rate=3.0e-4",
+        "train.warmup_steps=20", "train.curriculum.max_segments=[512]",
+        "train.curriculum.min_segments=256", "train.curriculum.bucket=128",
+        "train.eval_segments=[512]", "model.memory.zero_init=true",
         "model.initializer_std=0.125", "train.checkpoint_every=300", "train.keep=1"],
+    "bpe_lm2_mix": MIX,
+    "bpe_lm2_plain": [o.replace("data.interleaved_questions=true",
+                                "data.interleaved_questions=false") for o in MIX],
     "seg64": ["train.steps=600", "model.segment_len=64", "train.curriculum.max_segments=[3,5,8]",
               "train.curriculum.min_segments=3", "data.max_gap_segments=4"],
     "seg128": ["train.steps=600", "model.segment_len=128",
