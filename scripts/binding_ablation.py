@@ -52,6 +52,13 @@ scratch on the default's stream (seed 0):
   bpe0k_rmt  bpe0k_lm2's stream, steps and segments for the RMT baseline (16 memory tokens
            read before and written after each 16-token segment), its MLP widened to 437 so
            that its parameters match LM2's (`lm2_jax.summary.matched_rmt`)
+  bpe0k_lm2_seg128  stage 1 in two steps, first: bpe0k_lm2 with 128-token segments (the whole
+           story in one segment's attention, the memory idle), 2,000 steps: the decoder learns
+           to bind with attention, as bpe0k_init did
+  bpe0k_lm2_shrink  then: from bpe0k_lm2_seg128's weights, segments cut to 16 tokens (earlier
+           facts reach the question only through the memory), 3,000 steps at learning rate
+           1e-3; does the memory take the binding over in every seed, where bpe0k_lm2 from
+           scratch left the plateau in one run of four?
   bpe_lm2_haystack  the second stage: from bpe0k_lm2's weights (run it first, in the same
            --workdir), the BABILong stream in the same BPE: stories in background text, the
            question anywhere in a 16-token segment, up to 8 segments of background before
@@ -98,6 +105,16 @@ BPE_ZERO_K = ["model.vocab_size=512", "data.tokenizer={bpe}", "data.lengths=[0]"
               "train.batch_size=32", "train.curriculum.max_segments=[1]",
               "train.curriculum.min_segments=1", "train.curriculum.stage_steps=100000",
               "train.eval_segments=[1]", "model.memory.kind=none", "model.attention_scope=full"]
+# The stories for LM2: attention inside 16-token segments, the memory carries the rest.
+BPE_LM2_ZERO_K = [
+    *(o for o in BPE_ZERO_K if not o.startswith((
+        "model.memory.kind", "model.attention_scope", "model.segment_len",
+        "train.curriculum.max_segments", "train.curriculum.min_segments",
+        "train.eval_segments"))),
+    "model.memory.kind=lm2", "model.attention_scope=segment", "model.segment_len=16",
+    "train.curriculum.max_segments=[8]", "train.curriculum.min_segments=8",
+    "train.eval_segments=[8]", "model.memory.zero_init=true", "model.initializer_std=0.125",
+    "train.checkpoint_every=1000", "train.keep=7"]
 # A stage from bpe_lm2_4k's weights: half the samples the stories alone, half in background.
 MIX = ["train.steps=300", "train.init_from={workdir}/bpe_lm2_4k", "model.vocab_size=512",
        "data.tokenizer={bpe}", "data.interleaved_questions=true", "data.random_offset=true",
@@ -128,15 +145,7 @@ VARIANTS = {
     "bpe0k_init": ["train.steps=3000", *BPE_ZERO_K, "model.initializer_std=0.125"],
     "vanilla0k_init": ["train.steps=1800", *ZERO_K, "model.memory.kind=none",
                        "model.attention_scope=full", "model.initializer_std=0.125"],
-    "bpe0k_lm2": ["train.steps=6000", *(o for o in BPE_ZERO_K if not o.startswith((
-        "model.memory.kind", "model.attention_scope", "model.segment_len",
-        "train.curriculum.max_segments", "train.curriculum.min_segments",
-        "train.eval_segments"))),
-                  "model.memory.kind=lm2", "model.attention_scope=segment",
-                  "model.segment_len=16", "train.curriculum.max_segments=[8]",
-                  "train.curriculum.min_segments=8", "train.eval_segments=[8]",
-                  "model.memory.zero_init=true", "model.initializer_std=0.125",
-                  "train.checkpoint_every=1000", "train.keep=7"],
+    "bpe0k_lm2": ["train.steps=6000", *BPE_LM2_ZERO_K],
     "bpe0k_rmt": ["train.steps=6000", *(o for o in BPE_ZERO_K if not o.startswith((
         "model.memory.kind", "model.attention_scope", "model.segment_len",
         "train.curriculum.max_segments", "train.curriculum.min_segments",
@@ -146,6 +155,13 @@ VARIANTS = {
                   "train.curriculum.min_segments=8", "train.eval_segments=[8]",
                   "model.mlp_width=437", "model.initializer_std=0.125",
                   "train.checkpoint_every=1000", "train.keep=7"],
+    "bpe0k_lm2_seg128": ["train.steps=2000", *(o.replace("segment_len=16", "segment_len=128")
+                                               .replace("segments=[8]", "segments=[1]")
+                                               .replace("min_segments=8", "min_segments=1")
+                                               for o in BPE_LM2_ZERO_K)],
+    "bpe0k_lm2_shrink": ["train.steps=3000", *BPE_LM2_ZERO_K,
+                         "train.init_from={workdir}/bpe0k_lm2_seg128",
+                         "train.learning_rate=1.0e-3"],
     "bpe_lm2_haystack": [
         "train.steps=3000", "train.init_from={workdir}/bpe0k_lm2", "model.vocab_size=512",
         "data.tokenizer={bpe}", "data.interleaved_questions=true", "data.random_offset=true",
