@@ -59,6 +59,11 @@ scratch on the default's stream (seed 0):
            facts reach the question only through the memory), 3,000 steps at learning rate
            1e-3; does the memory take the binding over in every seed, where bpe0k_lm2 from
            scratch left the plateau in one run of four?
+  bpe0k_lm2_seg64, bpe0k_lm2_seg32, bpe0k_lm2_seg16  the same cut in steps, each from the
+           one before (seg64 from bpe0k_lm2_seg128): 64-, 32-, then 16-token segments, 1,000,
+           1,000 and 2,000 steps at learning rate 1e-3. At each step only the facts farthest
+           from the question leave its attention, so the decoder keeps reading the question
+           while the memory learns to carry those
   bpe_lm2_haystack  the second stage: from bpe0k_lm2's weights (run it first, in the same
            --workdir), the BABILong stream in the same BPE: stories in background text, the
            question anywhere in a 16-token segment, up to 8 segments of background before
@@ -115,6 +120,16 @@ BPE_LM2_ZERO_K = [
     "train.curriculum.max_segments=[8]", "train.curriculum.min_segments=8",
     "train.eval_segments=[8]", "model.memory.zero_init=true", "model.initializer_std=0.125",
     "train.checkpoint_every=1000", "train.keep=7"]
+
+
+def _cut(overrides: list[str], segment_len: int) -> list[str]:
+  """BPE_LM2_ZERO_K's 128-token sequences in segments of `segment_len` tokens."""
+  n = 128 // segment_len
+  return [o.replace("segment_len=16", f"segment_len={segment_len}")
+          .replace("segments=[8]", f"segments=[{n}]").replace("min_segments=8", f"min_segments={n}")
+          for o in overrides]
+
+
 # A stage from bpe_lm2_4k's weights: half the samples the stories alone, half in background.
 MIX = ["train.steps=300", "train.init_from={workdir}/bpe_lm2_4k", "model.vocab_size=512",
        "data.tokenizer={bpe}", "data.interleaved_questions=true", "data.random_offset=true",
@@ -155,13 +170,14 @@ VARIANTS = {
                   "train.curriculum.min_segments=8", "train.eval_segments=[8]",
                   "model.mlp_width=437", "model.initializer_std=0.125",
                   "train.checkpoint_every=1000", "train.keep=7"],
-    "bpe0k_lm2_seg128": ["train.steps=2000", *(o.replace("segment_len=16", "segment_len=128")
-                                               .replace("segments=[8]", "segments=[1]")
-                                               .replace("min_segments=8", "min_segments=1")
-                                               for o in BPE_LM2_ZERO_K)],
+    "bpe0k_lm2_seg128": ["train.steps=2000", *_cut(BPE_LM2_ZERO_K, 128)],
     "bpe0k_lm2_shrink": ["train.steps=3000", *BPE_LM2_ZERO_K,
                          "train.init_from={workdir}/bpe0k_lm2_seg128",
                          "train.learning_rate=1.0e-3"],
+    **{f"bpe0k_lm2_seg{n}": [f"train.steps={steps}", *_cut(BPE_LM2_ZERO_K, n),
+                             f"train.init_from={{workdir}}/bpe0k_lm2_seg{2 * n}",
+                             "train.learning_rate=1.0e-3"]
+       for n, steps in ((64, 1000), (32, 1000), (16, 2000))},
     "bpe_lm2_haystack": [
         "train.steps=3000", "train.init_from={workdir}/bpe0k_lm2", "model.vocab_size=512",
         "data.tokenizer={bpe}", "data.interleaved_questions=true", "data.random_offset=true",
