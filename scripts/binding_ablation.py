@@ -111,11 +111,11 @@ BPE_ZERO_K = ["model.vocab_size=512", "data.tokenizer={bpe}", "data.lengths=[0]"
               "train.curriculum.min_segments=1", "train.curriculum.stage_steps=100000",
               "train.eval_segments=[1]", "model.memory.kind=none", "model.attention_scope=full"]
 # The stories for LM2: attention inside 16-token segments, the memory carries the rest.
+SEGMENT_KEYS = ("model.segment_len", "train.curriculum.max_segments",
+                "train.curriculum.min_segments", "train.eval_segments")
 BPE_LM2_ZERO_K = [
-    *(o for o in BPE_ZERO_K if not o.startswith((
-        "model.memory.kind", "model.attention_scope", "model.segment_len",
-        "train.curriculum.max_segments", "train.curriculum.min_segments",
-        "train.eval_segments"))),
+    *(o for o in BPE_ZERO_K
+      if not o.startswith(("model.memory.kind", "model.attention_scope", *SEGMENT_KEYS))),
     "model.memory.kind=lm2", "model.attention_scope=segment", "model.segment_len=16",
     "train.curriculum.max_segments=[8]", "train.curriculum.min_segments=8",
     "train.eval_segments=[8]", "model.memory.zero_init=true", "model.initializer_std=0.125",
@@ -125,9 +125,9 @@ BPE_LM2_ZERO_K = [
 def _cut(overrides: list[str], segment_len: int) -> list[str]:
   """BPE_LM2_ZERO_K's 128-token sequences in segments of `segment_len` tokens."""
   n = 128 // segment_len
-  return [o.replace("segment_len=16", f"segment_len={segment_len}")
-          .replace("segments=[8]", f"segments=[{n}]").replace("min_segments=8", f"min_segments={n}")
-          for o in overrides]
+  keep = [o for o in overrides if not o.startswith(SEGMENT_KEYS)]
+  return [*keep, f"model.segment_len={segment_len}", f"train.curriculum.max_segments=[{n}]",
+          f"train.curriculum.min_segments={n}", f"train.eval_segments=[{n}]"]
 
 
 # A stage from bpe_lm2_4k's weights: half the samples the stories alone, half in background.
@@ -161,15 +161,9 @@ VARIANTS = {
     "vanilla0k_init": ["train.steps=1800", *ZERO_K, "model.memory.kind=none",
                        "model.attention_scope=full", "model.initializer_std=0.125"],
     "bpe0k_lm2": ["train.steps=6000", *BPE_LM2_ZERO_K],
-    "bpe0k_rmt": ["train.steps=6000", *(o for o in BPE_ZERO_K if not o.startswith((
-        "model.memory.kind", "model.attention_scope", "model.segment_len",
-        "train.curriculum.max_segments", "train.curriculum.min_segments",
-        "train.eval_segments"))),
-                  "model.memory.kind=rmt", "model.attention_scope=segment",
-                  "model.segment_len=16", "train.curriculum.max_segments=[8]",
-                  "train.curriculum.min_segments=8", "train.eval_segments=[8]",
-                  "model.mlp_width=437", "model.initializer_std=0.125",
-                  "train.checkpoint_every=1000", "train.keep=7"],
+    "bpe0k_rmt": ["train.steps=6000", "model.mlp_width=437",
+                  *(o.replace("memory.kind=lm2", "memory.kind=rmt") for o in BPE_LM2_ZERO_K
+                    if o != "model.memory.zero_init=true")],
     "bpe0k_lm2_seg128": ["train.steps=2000", *_cut(BPE_LM2_ZERO_K, 128)],
     "bpe0k_lm2_shrink": ["train.steps=3000", *BPE_LM2_ZERO_K,
                          "train.init_from={workdir}/bpe0k_lm2_seg128",
