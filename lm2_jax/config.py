@@ -180,6 +180,13 @@ class CurriculumConfig:
   # distinct count compiles its own train step (~15 s for a small model on a CPU), so a
   # ceiling of 128 segments with bucket 1 would compile up to 113 of them.
   bucket: int = 1
+  # Cut each batch into segments of one of these lengths (drawn uniformly per step) instead
+  # of model.segment_len; the batch keeps its tokens, only where the attention window ends
+  # and the memory steps in moves. Empty: always model.segment_len. A mixture with longer
+  # windows keeps a decoder that binds by attention doing so while the short segments teach
+  # the memory (docs/results.md, "Stage 1 was a draw"). Each length must be a multiple of
+  # model.segment_len that divides every sequence the curriculum may draw.
+  segment_lens: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -414,6 +421,14 @@ def _validate_train(t: TrainConfig, m: ModelConfig, need):
        f"must be in 1..{first} (the first stage's maximum), got {c.min_segments}")
   for i, n in enumerate(t.eval_segments):
     need(n >= 1, f"train.eval_segments[{i}]", f"must be >= 1, got {n}")
+  if c.segment_lens:
+    from lm2_jax.train.curriculum import drawable_counts  # pylint: disable=g-import-not-at-top
+    lengths = sorted(n * m.segment_len for n in drawable_counts(c, most))
+  for i, n in enumerate(c.segment_lens):
+    need(n >= 1 and n % m.segment_len == 0 and all(k % n == 0 for k in lengths),
+         f"train.curriculum.segment_lens[{i}]",
+         f"must be a multiple of model.segment_len={m.segment_len} that divides every "
+         f"sequence length the curriculum draws ({', '.join(map(str, lengths))}), got {n}")
 
 
 def _validate_mesh(mesh: MeshConfig, t: TrainConfig, need):

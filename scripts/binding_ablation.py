@@ -64,6 +64,9 @@ scratch on the default's stream (seed 0):
            1,000 and 2,000 steps at learning rate 1e-3. At each step only the facts farthest
            from the question leave its attention, so the decoder keeps reading the question
            while the memory learns to carry those
+  bpe0k_lm2_mixed  bpe0k_lm2 (6,000 steps from scratch) with each batch cut into 16-, 32-, 64-
+           or 128-token segments, drawn per step: the longer windows keep the decoder reading
+           the question while the shorter ones make the memory carry the facts
   bpe_lm2_haystack  the second stage: from bpe0k_lm2's weights (run it first, in the same
            --workdir), the BABILong stream in the same BPE: stories in background text, the
            question anywhere in a 16-token segment, up to 8 segments of background before
@@ -172,6 +175,8 @@ VARIANTS = {
                              f"train.init_from={{workdir}}/bpe0k_lm2_seg{2 * n}",
                              "train.learning_rate=1.0e-3"]
        for n, steps in ((64, 1000), (32, 1000), (16, 2000))},
+    "bpe0k_lm2_mixed": ["train.steps=6000", *BPE_LM2_ZERO_K,
+                        "train.curriculum.segment_lens=[16,32,64,128]"],
     "bpe_lm2_haystack": [
         "train.steps=3000", "train.init_from={workdir}/bpe0k_lm2", "model.vocab_size=512",
         "data.tokenizer={bpe}", "data.interleaved_questions=true", "data.random_offset=true",

@@ -44,6 +44,29 @@ def test_bucketed_curriculum_draws_only_the_bucket_multiples_between_floor_and_c
     load_config(None, ["train.curriculum.bucket=0"])
 
 
+def test_segment_lens_draw_a_cut_per_step_reproducibly_and_must_divide_every_draw():
+  over = ["model.segment_len=16", "train.seq_len=128", "data.kind=babilong",
+          "train.curriculum.max_segments=[4,8]", "train.curriculum.min_segments=4",
+          "train.curriculum.bucket=4"]
+  cfg = load_config(None, over + ["train.curriculum.segment_lens=[16,32,64]"])
+  cuts = [Curriculum(cfg).cut(s) for s in range(300)]
+  assert cuts == [Curriculum(cfg).cut(s) for s in range(300)]
+  assert set(cuts) == {16, 32, 64}
+  assert all(80 < cuts.count(n) < 120 for n in (16, 32, 64))
+  # the count draw is not disturbed by the cut's
+  plain = Curriculum(load_config(None, over))
+  assert [plain.segments(s) for s in range(300)] == [Curriculum(cfg).segments(s)
+                                                     for s in range(300)]
+  assert {plain.cut(s) for s in range(50)} == {16}
+  # 64 tokens of 128 divide 4 and 8 segments of 16, 128 does not divide 4 segments
+  with pytest.raises(Exception, match=r"train\.curriculum\.segment_lens\[1\]: must be a "
+                                      r"multiple of model\.segment_len=16 that divides every "
+                                      r"sequence length the curriculum draws \(64, 128\), got 128"):
+    load_config(None, over + ["train.curriculum.segment_lens=[16,128]"])
+  with pytest.raises(Exception, match=r"segment_lens\[0\]: .* got 24"):
+    load_config(None, over + ["train.curriculum.segment_lens=[24]"])
+
+
 def test_without_curriculum_every_batch_spans_seq_len():
   cur = Curriculum(load_config(None, BABILONG))
   assert {cur.seq_len(s) for s in range(20)} == {256}

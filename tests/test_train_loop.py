@@ -1,5 +1,6 @@
 """`lm2_jax.train.run`: it learns, it resumes on another mesh, and it refuses bad input early."""
 
+import dataclasses
 import json
 import os
 import random
@@ -194,3 +195,35 @@ def test_init_from_starts_a_new_run_from_another_runs_parameters(tmp_path, capsy
     run(_bad(tmp_path, "model.mlp_width=96", f"train.init_from={stage1}"),
         str(tmp_path / "wd3"))
   assert not os.path.exists(tmp_path / "wd3") or os.listdir(tmp_path / "wd3") == []
+
+
+@pytest.mark.slow
+def test_segment_lens_cut_each_batch_where_the_draw_says(tmp_path, capsys):
+  """train.curriculum.segment_lens: the batch of a step is cut into segments of the drawn
+  length, and only its cut differs. The first step's loss is the initial model's loss on the
+  same batch in segments of 32 (not of model.segment_len=16), and the run's saved config keeps
+  segments of 16 for evaluation and inference."""
+  from lm2_jax.data.tokenizers import ByteTokenizer  # pylint: disable=g-import-not-at-top
+  from lm2_jax.model import build_model  # pylint: disable=g-import-not-at-top
+  from lm2_jax.train.inputs import TrainInput  # pylint: disable=g-import-not-at-top
+  from lm2_jax.train.loss import loss_terms, split_batch  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+
+  cfg = text_config(tmp_path, "train.steps=1", "train.curriculum.segment_lens=[32]")
+  wd = str(tmp_path / "wd")
+  run(cfg, wd)
+  assert "training cuts batches into 32" in capsys.readouterr().out
+  inputs, targets, weights = split_batch(*(lambda b: (b["tokens"], b["loss_mask"]))(
+      next(TrainInput(cfg, ByteTokenizer()))))
+
+  def first_loss(segment_len):
+    model = build_model(dataclasses.replace(cfg.model, segment_len=segment_len))
+    params = nn.unbox(model.init(jax.random.key(cfg.train.seed),
+                                 np.zeros((1, segment_len), np.int32))["params"])
+    terms = loss_terms(model.apply({"params": params}, inputs), targets, weights)
+    return float(terms.ce / terms.weight)
+
+  cut, uncut = first_loss(32), first_loss(16)
+  assert abs(cut - uncut) > 1e-4   # the cut matters for this batch
+  np.testing.assert_allclose(losses(wd)[1], cut, rtol=1e-5)
+  assert checkpoint.load_workdir_config(wd).model.segment_len == 16

@@ -8,6 +8,9 @@ compile). The draw is a pure function of
 shape) and a resumed run draws what the interrupted one would have. Why random counts: a
 fixed count does not extrapolate to longer inputs, random counts up to a growing ceiling do
 (docs/training.md, "Curriculum", gives the measurement).
+
+With `segment_lens` each batch is also cut into segments of a length drawn per step in the
+same way: the tokens stay, the attention window and the memory's steps move.
 """
 
 from __future__ import annotations
@@ -17,6 +20,24 @@ import numpy as np
 from lm2_jax.config import Config
 
 _STREAM = 0x5E6  # separates these draws from any other use of the seed
+_LENGTHS = 0x5E7  # the segment-length draw's stream
+
+
+def _choices(least: int, high: int, bucket: int) -> tuple[int, ...]:
+  """The counts a batch under ceiling `high` may draw."""
+  low = min(least, high)
+  if bucket == 1:
+    return tuple(range(low, high + 1))
+  inner = range((low // bucket + 1) * bucket, high, bucket)
+  return tuple(sorted({low, *inner, high}))
+
+
+def drawable_counts(c, most: int) -> tuple[int, ...]:
+  """Every segment count a batch may draw under CurriculumConfig `c` (`most` without stages)."""
+  if not c.max_segments:
+    return (most,)
+  return tuple(sorted({n for high in c.max_segments for n in _choices(c.min_segments, high,
+                                                                         c.bucket)}))
 
 
 class Curriculum:
@@ -30,22 +51,15 @@ class Curriculum:
     self.stage_steps = t.curriculum.stage_steps
     self.least = t.curriculum.min_segments if t.curriculum.max_segments else self.most
     self.bucket = t.curriculum.bucket
+    self.lengths = tuple(t.curriculum.segment_lens) or (self.segment_len,)
     self.seed = t.seed
 
   def ceiling(self, step: int) -> int:
     """The largest count the batch of `step` may draw."""
     return self.stages[min(step // self.stage_steps, len(self.stages) - 1)]
 
-  def _choices(self, high: int) -> tuple[int, ...]:
-    """The counts a batch under ceiling `high` may draw."""
-    low = min(self.least, high)
-    if self.bucket == 1:
-      return tuple(range(low, high + 1))
-    inner = range((low // self.bucket + 1) * self.bucket, high, self.bucket)
-    return tuple(sorted({low, *inner, high}))
-
   def segments(self, step: int) -> int:
-    choices = self._choices(self.ceiling(step))
+    choices = _choices(self.least, self.ceiling(step), self.bucket)
     if len(choices) == 1:
       return choices[0]
     rng = np.random.default_rng([self.seed, step, _STREAM])
@@ -58,5 +72,13 @@ class Curriculum:
     return self.segments(step) * self.segment_len
 
   def all_segments(self) -> tuple[int, ...]:
-    """Every count some step may draw."""
-    return tuple(sorted({n for high in self.stages for n in self._choices(high)}))
+    """Every count some step may draw (in segments of model.segment_len)."""
+    return tuple(sorted({n for high in self.stages
+                         for n in _choices(self.least, high, self.bucket)}))
+
+  def cut(self, step: int) -> int:
+    """The segment length the batch of `step` is cut into (train.curriculum.segment_lens)."""
+    if len(self.lengths) == 1:
+      return self.lengths[0]
+    rng = np.random.default_rng([self.seed, step, _LENGTHS])
+    return self.lengths[int(rng.integers(len(self.lengths)))]

@@ -32,6 +32,7 @@ from lm2_jax.config import Config
 from lm2_jax.data import kinds as data_kinds
 from lm2_jax.summary import count_params, describe_memory
 from lm2_jax.train import distributed, preflight
+from lm2_jax.train.curriculum import Curriculum
 from lm2_jax.train.evaluation import Evaluator
 from lm2_jax.train.inputs import TrainInput, eval_batches
 from lm2_jax.train.hooks import Hooks
@@ -68,7 +69,9 @@ def _describe(cfg: Config, mesh, peak_note: str) -> list[str]:
   shape = " ".join(f"{a}={mesh.shape[a]}" for a in sharding.MESH_AXES)
   return [
       f"model: {m.num_layers} layers, width {m.width}, memory {describe_memory(m)}, segments "
-      f"of {m.segment_len}; "
+      f"of {m.segment_len}"
+      + (f" (training cuts batches into {'/'.join(map(str, t.curriculum.segment_lens))})"
+         if t.curriculum.segment_lens else "") + "; "
       f"{counts['total_params']:,} parameters ({counts['memory_params']:,} in the memory)",
       f"mesh: {shape} over {mesh.size} {mesh.devices.flat[0].platform} device(s) in "
       f"{jax.process_count()} process(es); batch {t.batch_size} x up to {t.seq_len} tokens"
@@ -119,6 +122,13 @@ def run(cfg: Config, workdir: str, *, devices=None, stream=None,
           pass  # a failed save: _run has reported it (or a more urgent error is on its way)
   finally:
     lock.release()
+
+
+def _cut_into(cfg: Config, segment_len: int) -> Config:
+  """`cfg` with the model's segments `segment_len` tokens long (the parameters are the same)."""
+  if segment_len == cfg.model.segment_len:
+    return cfg
+  return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, segment_len=segment_len))
 
 
 def _check_existing(cfg: Config, workdir: str, mngr) -> None:
@@ -195,9 +205,15 @@ def _run(cfg: Config, workdir: str, mesh, mngr, tokenizer, evaluates: bool, prim
 
   # 3. Steps; after each, the hooks that are due, once the metrics of every step before
   # them are fetched (so that no checkpoint holds a step whose loss was not finite).
-  train_step = train_step_cache(cfg, tx, mesh, shardings)
-  train_step.on_compile = lambda args, s: logger.print(
-      f"  compiled the train step for {args[1]['tokens'].shape[1] - 1} tokens in {s:.1f} s")
+  # One compiled step per segment length the curriculum cuts batches into (usually one).
+  curriculum = Curriculum(cfg)
+  train_steps = {n: train_step_cache(_cut_into(cfg, n), tx, mesh, shardings)
+                 for n in curriculum.lengths}
+  cut_note = len(train_steps) > 1
+  for n, train_step in train_steps.items():
+    train_step.on_compile = lambda args, s, n=n: logger.print(
+        f"  compiled the train step for {args[1]['tokens'].shape[1] - 1} tokens"
+        + (f" in segments of {n}" if cut_note else "") + f" in {s:.1f} s")
   evaluator = None
   if evaluates:
     evaluator = Evaluator(cfg, mesh, shardings.params,
@@ -206,7 +222,8 @@ def _run(cfg: Config, workdir: str, mesh, mngr, tokenizer, evaluates: bool, prim
     evaluator.step.on_compile = lambda args, s: logger.print(
         f"  compiled the eval step for {args[1]['tokens'].shape[1] - 1} tokens in {s:.1f} s")
   window = MetricsWindow(cfg.model, t.batch_size, peak, mesh.size,
-                         lambda: train_step.compile_seconds, tokens_seen)
+                         lambda: sum(c.compile_seconds for c in train_steps.values()),
+                         tokens_seen)
   saves = _Saves(mngr, workdir, inputs, window, saved)
   hooks = Hooks()
   hooks.add("save", saves, every=t.checkpoint_every, on_stop=True)
@@ -231,7 +248,8 @@ def _run(cfg: Config, workdir: str, mesh, mngr, tokenizer, evaluates: bool, prim
     with StopSignal() as stop:
       while step < t.steps:
         local = next(inputs)
-        state, metrics = train_step(state, sharding.global_batch(mesh, local, t.batch_size))
+        state, metrics = train_steps[curriculum.cut(step)](
+            state, sharding.global_batch(mesh, local, t.batch_size))
         step += 1
         saves.poll()
         window.add(step, local["tokens"].shape[1] - 1, metrics)
