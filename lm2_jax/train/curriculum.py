@@ -51,6 +51,7 @@ class Curriculum:
     self.stage_steps = t.curriculum.stage_steps
     self.least = t.curriculum.min_segments if t.curriculum.max_segments else self.most
     self.bucket = t.curriculum.bucket
+    self.config = t.curriculum
     self.lengths = tuple(t.curriculum.segment_lens) or (self.segment_len,)
     self.seed = t.seed
 
@@ -73,8 +74,7 @@ class Curriculum:
 
   def all_segments(self) -> tuple[int, ...]:
     """Every count some step may draw (in segments of model.segment_len)."""
-    return tuple(sorted({n for high in self.stages
-                         for n in _choices(self.least, high, self.bucket)}))
+    return drawable_counts(self.config, self.most)
 
   def cut(self, step: int) -> int:
     """The segment length the batch of `step` is cut into (train.curriculum.segment_lens)."""
