@@ -67,6 +67,9 @@ scratch on the default's stream (seed 0):
   bpe0k_lm2_mixed  bpe0k_lm2 (6,000 steps from scratch) with each batch cut into 16-, 32-, 64-
            or 128-token segments, drawn per step: the longer windows keep the decoder reading
            the question while the shorter ones make the memory carry the facts
+  bpe0k_lm2_seg128_mixed  from bpe0k_lm2_seg128's weights (a decoder that binds by attention),
+           2,000 steps of bpe0k_lm2_mixed's cuts at learning rate 1e-3: the cut in steps
+           without losing the full window
   bpe_lm2_haystack  the second stage: from bpe0k_lm2's weights (run it first, in the same
            --workdir), the BABILong stream in the same BPE: stories in background text, the
            question anywhere in a 16-token segment, up to 8 segments of background before
@@ -177,6 +180,10 @@ VARIANTS = {
        for n, steps in ((64, 1000), (32, 1000), (16, 2000))},
     "bpe0k_lm2_mixed": ["train.steps=6000", *BPE_LM2_ZERO_K,
                         "train.curriculum.segment_lens=[16,32,64,128]"],
+    "bpe0k_lm2_seg128_mixed": ["train.steps=2000", *BPE_LM2_ZERO_K,
+                               "train.curriculum.segment_lens=[16,32,64,128]",
+                               "train.init_from={workdir}/bpe0k_lm2_seg128",
+                               "train.learning_rate=1.0e-3"],
     "bpe_lm2_haystack": [
         "train.steps=3000", "train.init_from={workdir}/bpe0k_lm2", "model.vocab_size=512",
         "data.tokenizer={bpe}", "data.interleaved_questions=true", "data.random_offset=true",

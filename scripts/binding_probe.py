@@ -21,6 +21,7 @@ about the last fact's actor (about half the time); this probe separates them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -100,6 +101,9 @@ def main(argv=None) -> int:
   p.add_argument("--stories", type=int, default=200)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--output", help="write the result as JSON here")
+  p.add_argument("--segment-len", type=int, default=0,
+                 help="probe with segments of this many tokens instead of the checkpoint's "
+                      "(128 puts a whole story inside one attention window)")
   args = p.parse_args(argv)
   if not 2 <= args.facts <= len(babi.ACTORS):
     print(f"--facts {args.facts}: expected 2..{len(babi.ACTORS)} (one actor per fact)",
@@ -112,12 +116,19 @@ def main(argv=None) -> int:
   except (OSError, ValueError, ckpt.CheckpointError) as e:
     print(f"{args.checkpoint}: {e}", file=sys.stderr)
     return 2
+  if args.segment_len < 0:
+    print(f"--segment-len {args.segment_len}: expected a positive length (0: the "
+          "checkpoint's)", file=sys.stderr)
+    return 2
+  if args.segment_len:
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model,
+                                                             segment_len=args.segment_len))
   tokenizer = load_tokenizer(cfg.data.tokenizer)
   engine = Engine(cfg.model, params, tokenizer, batch_size=64)
   result = {"checkpoint": os.path.abspath(args.checkpoint), "step": int(step),
             **probe(engine, tokenizer, args.facts, args.stories, args.seed)}
   print(f"{args.checkpoint} (step {step}), {args.facts}-fact stories, {result['stories']} "
-        "stories, every actor asked")
+        f"stories, every actor asked, segments of {cfg.model.segment_len} tokens")
   for place, c in result["accuracy_by_place_from_end"].items():
     lo, hi = c["ci95"]
     print(f"  asked about fact {place} from the end: {100 * c['rate']:.0f}% "
