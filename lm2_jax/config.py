@@ -182,10 +182,10 @@ class CurriculumConfig:
   bucket: int = 1
   # Cut each batch into segments of one of these lengths (drawn uniformly per step) instead
   # of model.segment_len; the batch keeps its tokens, only where the attention window ends
-  # and the memory steps in moves. Empty: always model.segment_len. A mixture with longer
-  # windows keeps a decoder that binds by attention doing so while the short segments teach
-  # the memory (docs/results.md, "Stage 1 was a draw"). Each length must be a multiple of
-  # model.segment_len that divides every sequence the curriculum may draw.
+  # and the memory steps in moves. Empty: always model.segment_len. Each length must be a
+  # multiple of model.segment_len that divides every sequence the curriculum may draw. (On
+  # qa1 from scratch, windows that see whole stories in some batches did not make the
+  # memory bind: docs/results.md, "Cutting each batch at a drawn length".)
   segment_lens: tuple[int, ...] = ()
 
 

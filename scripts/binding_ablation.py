@@ -67,6 +67,9 @@ scratch on the default's stream (seed 0):
   bpe0k_lm2_mixed  bpe0k_lm2 (6,000 steps from scratch) with each batch cut into 16-, 32-, 64-
            or 128-token segments, drawn per step: the longer windows keep the decoder reading
            the question while the shorter ones make the memory carry the facts
+  bpe0k_lm2_shrink_hard  bpe0k_lm2_shrink for 2,000 steps with `data.hard_questions=0.5`: at
+           the cut, "the last room mentioned" pays for about 30% of the answers instead of
+           55%, so does the decoder keep reading the question while the memory learns?
   bpe0k_lm2_seg128_mixed  from bpe0k_lm2_seg128's weights (a decoder that binds by attention),
            2,000 steps of bpe0k_lm2_mixed's cuts at learning rate 1e-3: the cut in steps
            without losing the full window
@@ -180,6 +183,9 @@ VARIANTS = {
        for n, steps in ((64, 1000), (32, 1000), (16, 2000))},
     "bpe0k_lm2_mixed": ["train.steps=6000", *BPE_LM2_ZERO_K,
                         "train.curriculum.segment_lens=[16,32,64,128]"],
+    "bpe0k_lm2_shrink_hard": ["train.steps=2000", *BPE_LM2_ZERO_K,
+                              "train.init_from={workdir}/bpe0k_lm2_seg128",
+                              "train.learning_rate=1.0e-3", "data.hard_questions=0.5"],
     "bpe0k_lm2_seg128_mixed": ["train.steps=2000", *BPE_LM2_ZERO_K,
                                "train.curriculum.segment_lens=[16,32,64,128]",
                                "train.init_from={workdir}/bpe0k_lm2_seg128",
