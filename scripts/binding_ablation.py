@@ -66,13 +66,14 @@ scratch on the default's stream (seed 0):
            while the memory learns to carry those
   bpe0k_lm2_mixed  bpe0k_lm2 (6,000 steps from scratch) with each batch cut into 16-, 32-, 64-
            or 128-token segments, drawn per step: the longer windows keep the decoder reading
-           the question while the shorter ones make the memory carry the facts
+           the question while the shorter ones make the memory carry the facts (they did
+           not: docs/results.md, "Cutting each batch at a drawn length")
   bpe0k_lm2_shrink_hard  bpe0k_lm2_shrink for 2,000 steps with `data.hard_questions=0.5`: at
            the cut, "the last room mentioned" pays for about 30% of the answers instead of
-           55%, so does the decoder keep reading the question while the memory learns?
+           55%, so does the decoder keep reading the question while the memory learns? (No.)
   bpe0k_lm2_seg128_mixed  from bpe0k_lm2_seg128's weights (a decoder that binds by attention),
            2,000 steps of bpe0k_lm2_mixed's cuts at learning rate 1e-3: the cut in steps
-           without losing the full window
+           without losing the full window (the memory still did not bind)
   bpe_lm2_haystack  the second stage: from bpe0k_lm2's weights (run it first, in the same
            --workdir), the BABILong stream in the same BPE: stories in background text, the
            question anywhere in a 16-token segment, up to 8 segments of background before

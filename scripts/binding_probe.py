@@ -109,6 +109,10 @@ def main(argv=None) -> int:
     print(f"--facts {args.facts}: expected 2..{len(babi.ACTORS)} (one actor per fact)",
           file=sys.stderr)
     return 2
+  if args.segment_len < 0:
+    print(f"--segment-len {args.segment_len}: expected a positive length (0: the "
+          "checkpoint's)", file=sys.stderr)
+    return 2
   try:
     workdir, _ = ckpt.resolve(args.checkpoint)
     cfg = ckpt.load_workdir_config(workdir)
@@ -116,16 +120,13 @@ def main(argv=None) -> int:
   except (OSError, ValueError, ckpt.CheckpointError) as e:
     print(f"{args.checkpoint}: {e}", file=sys.stderr)
     return 2
-  if args.segment_len < 0:
-    print(f"--segment-len {args.segment_len}: expected a positive length (0: the "
-          "checkpoint's)", file=sys.stderr)
-    return 2
   if args.segment_len:
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model,
                                                              segment_len=args.segment_len))
   tokenizer = load_tokenizer(cfg.data.tokenizer)
   engine = Engine(cfg.model, params, tokenizer, batch_size=64)
   result = {"checkpoint": os.path.abspath(args.checkpoint), "step": int(step),
+            "segment_len": cfg.model.segment_len,
             **probe(engine, tokenizer, args.facts, args.stories, args.seed)}
   print(f"{args.checkpoint} (step {step}), {args.facts}-fact stories, {result['stories']} "
         f"stories, every actor asked, segments of {cfg.model.segment_len} tokens")
