@@ -213,8 +213,8 @@ def test_segment_lens_cut_each_batch_where_the_draw_says(tmp_path, capsys):
   wd = str(tmp_path / "wd")
   run(cfg, wd)
   assert "training cuts batches into 32" in capsys.readouterr().out
-  inputs, targets, weights = split_batch(*(lambda b: (b["tokens"], b["loss_mask"]))(
-      next(TrainInput(cfg, ByteTokenizer()))))
+  batch = next(TrainInput(cfg, ByteTokenizer()))
+  inputs, targets, weights = split_batch(batch["tokens"], batch["loss_mask"])
 
   def first_loss(segment_len):
     model = build_model(dataclasses.replace(cfg.model, segment_len=segment_len))
