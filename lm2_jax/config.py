@@ -309,6 +309,11 @@ class DataConfig:
   # actor at every point of the story (docs/results.md, "What caps qa1"). Evaluation
   # still asks one question at the end.
   interleaved_questions: bool = False
+  # qa1 only: after each training story's answer, ask where up to this many of its other
+  # actors are at its end, each answered and scored: "the last room mentioned" answers at
+  # most one of them, and with short segments their facts reach them only through the
+  # memory (docs/results.md, "Asking every actor"). 0: off. Evaluation asks one question.
+  recall_questions: int = 0
   shuffle: bool = True
   # Reader threads per host (0: read in the training thread).
   num_threads: int = 0
@@ -476,6 +481,12 @@ def _validate_data(d: DataConfig, need):
        f"must be >= 1, got {d.questions_per_sequence}")
   need(0.0 <= d.hard_questions <= 1.0, "data.hard_questions",
        f"must be a fraction in [0, 1], got {d.hard_questions}")
+  need(d.recall_questions >= 0, "data.recall_questions",
+       f"must be >= 0, got {d.recall_questions}")
+  if d.recall_questions:
+    need(d.kind == "babilong" and set(d.tasks) == {"qa1"}, "data.recall_questions",
+         "asks where a story's actors are, which needs data.kind babilong with data.tasks "
+         f"[qa1]; got data.kind={d.kind}, data.tasks={list(d.tasks)}")
 
 
 # --------------------------------------------------------------------------------------

@@ -104,3 +104,14 @@ def test_memory_kind_and_its_former_name_enabled(tmp_path):
 def test_hard_questions_must_be_a_fraction(value):
   with pytest.raises(ConfigError, match=rf"^data\.hard_questions: must be a fraction in \[0, 1\], got {value}"):
     load_config(None, [f"data.hard_questions={value}"])
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["data.recall_questions=-1"], r"^data\.recall_questions: must be >= 0, got -1"),
+    (["data.recall_questions=2", "data.tasks=[qa1,qa2]"],
+     r"^data\.recall_questions: .*needs data\.kind babilong with data\.tasks \[qa1\]; "
+     r"got data\.kind=babilong, data\.tasks=\['qa1', 'qa2'\]"),
+])
+def test_recall_questions_need_qa1_stories(overrides, expected):
+  with pytest.raises(ConfigError, match=expected):
+    load_config(None, overrides)

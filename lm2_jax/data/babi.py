@@ -252,6 +252,18 @@ def _ask_where_actor(w: _World) -> tuple[str, str] | None:
   return f"Where is {actor}?", w.loc[actor]
 
 
+def final_rooms(facts: Sequence[str]) -> dict[str, str]:
+  """qa1: the room each actor of ``facts`` is in after them (their latest move), actors in
+  the order the facts first name them. Raises ValueError on a fact that is not a qa1 move."""
+  rooms: dict[str, str] = {}
+  for fact in facts:
+    words = fact.rstrip(".").split(" ")
+    if len(words) < 4 or words[-2] != "the" or words[-1] not in ROOMS:
+      raise ValueError(f"not a qa1 move: {fact!r}")
+    rooms[words[0]] = words[-1]
+  return rooms
+
+
 def _qa1(rng: random.Random) -> Story:
   w = _World(rng, ACTORS, ROOMS)
   return _story_loop(w, "qa1", _ask_where_actor, w.random_move,

@@ -153,7 +153,8 @@ class Babilong(DataKind):
                                  max_gap=d.max_gap_segments * segment_len,
                                  questions=d.questions_per_sequence,
                                  hard_questions=d.hard_questions,
-                                 interleave=d.interleaved_questions and not held_out)
+                                 interleave=d.interleaved_questions and not held_out,
+                                 recall=0 if held_out else d.recall_questions)
 
   def eval_stream(self, cfg: Config, tokenizer: Tokenizer, **where: Any) -> grain.IterDataset:
     # Scored as evaluation asks: one question at the end of each story.
@@ -165,7 +166,7 @@ class Babilong(DataKind):
     try:   # the stream reads one token past the model's input (the last target)
       check_shortest(d.tasks, d.lengths or None, tokenizer, d.haystack, seq_len + 1,
                      end_jitter=segment_len if d.random_offset else 0,
-                     interleave=d.interleaved_questions)
+                     interleave=d.interleaved_questions, recall=d.recall_questions)
     except ValueError as e:
       raise DataError(str(e)) from None
 

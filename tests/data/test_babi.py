@@ -115,3 +115,12 @@ def test_qa9_uses_the_three_statement_forms():
 def test_unknown_task_is_rejected():
   with pytest.raises(ValueError, match="qa11"):
     babi.generate_story("qa11", random.Random(0))
+
+
+def test_final_rooms_follow_each_actors_latest_move():
+  facts = ("Mary went to the kitchen.", "John journeyed to the office.",
+           "Mary went back to the garden.")
+  assert babi.final_rooms(facts) == {"Mary": "garden", "John": "office"}
+  assert list(babi.final_rooms(facts)) == ["Mary", "John"]
+  with pytest.raises(ValueError, match="not a qa1 move: 'Mary got the milk.'"):
+    babi.final_rooms(("Mary got the milk.",))

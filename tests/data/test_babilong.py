@@ -380,6 +380,39 @@ def test_hard_questions_take_the_answer_out_of_the_last_fact(fraction):
 
 
 @pytest.mark.parametrize("tokenizer", ["byte", "bpe"])
+def test_recall_questions_ask_the_other_actors_after_the_answer(tokenizer, request):
+  """recall: after a story's answer and its EOS come questions about its other actors, each
+  asked once, answered with their room at the story's end and scored; the sample up to the
+  EOS is the one drawn without them (the budget leaves room here: no story is redrawn)."""
+  tok = ByteTokenizer() if tokenizer == "byte" else load_tokenizer(request.getfixturevalue("bpe_path"))
+  make = lambda recall: next(iter(make_babilong_dataset(
+      ["qa1"], [0], tok, seq_len=1024, batch_size=32, seed=5, interleave=True, recall=recall)))
+  plain, batch = make(0), make(3)
+  counts = []
+  for row, (tokens, mask) in enumerate(zip(batch["tokens"], batch["loss_mask"])):
+    eos = int(np.flatnonzero(tokens == tok.eos_id)[0])
+    np.testing.assert_array_equal(tokens[:eos + 1], plain["tokens"][row][:eos + 1])
+    np.testing.assert_array_equal(mask[:eos + 1], plain["loss_mask"][row][:eos + 1])
+    prompt = tok.decode(tokens[1:eos])
+    story, asked = re.search(r"^(.*) Question: Where is (\w+)\? Answer: \w+$", prompt).groups()
+    facts = hidden_facts(story)
+    tail = tokens[eos + 1:][tokens[eos + 1:] != tok.pad_id]
+    tail_mask = mask[eos + 1:eos + 1 + len(tail)]
+    pairs = re.findall(r"Question: Where is (\w+)\? Answer: (\w+)\.", tok.decode(tail))
+    assert tok.decode(tail).strip() == " ".join(f"Question: Where is {a}? Answer: {r}."
+                                                for a, r in pairs)
+    assert tok.decode(tail[tail_mask == 1]).split() == [r for _, r in pairs]
+    actors = [a for a, _ in pairs]
+    assert len(set(actors)) == len(actors) and asked not in actors
+    mentioned = {f.split(" ")[0] for f in facts}
+    assert len(actors) == min(3, len(mentioned) - 1)
+    for actor, room in pairs:
+      assert solve(facts, f"Where is {actor}?") == room
+    counts.append(len(actors))
+  assert max(counts) == 3
+
+
+@pytest.mark.parametrize("tokenizer", ["byte", "bpe"])
 def test_interleaved_questions_score_every_answer_where_the_story_asks(tokenizer, request):
   """interleave: a story's earlier questions stay in its text, each followed by its answer;
   every scored span answers the question just before it, right for the facts read so far,

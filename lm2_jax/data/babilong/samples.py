@@ -128,7 +128,7 @@ def _build(task: str, index: int, seed: int, tokenizer: Tokenizer, haystack: Hay
            budget: int | None, fill: bool, split: str, overhead=None,
            stats: dict | None = None, gap: int | None = None,
            accept: Callable[[babi.BabiSample], bool] | None = None,
-           interleave: bool = False) -> dict:
+           interleave: bool = False, recall: int = 0) -> dict:
   """The sample for (task, index): a story that fits ``budget``, padded with background.
 
   Stories whose facts do not fit are redrawn (as the published data drops them), and so are
@@ -136,6 +136,9 @@ def _build(task: str, index: int, seed: int, tokenizer: Tokenizer, haystack: Hay
   "redrawn". With ``interleave`` the story's earlier questions stay in the text where the
   story asks them, each followed by its answer (``answered_question``), and the sample's
   ``"answered"`` lists those pieces in order (the training stream scores their answers).
+  With ``recall`` (qa1) the sample's ``"recall"`` asks where up to that many other actors of
+  the story are at its end, in a random order, each piece answered (``recall_pieces``); they
+  count against the budget, as the question does.
   """
   for attempt in range(_MAX_ATTEMPTS):
     if stats is not None and attempt:
@@ -150,9 +153,12 @@ def _build(task: str, index: int, seed: int, tokenizer: Tokenizer, haystack: Hay
     if interleave:
       answered = [answered_question(q.text, q.answer) for q in whole.questions[:asked]]
       pieces = _interleave(story.facts, whole.questions[:asked], answered)
+    recalled = recall_pieces(story, recall, _rng(seed, split, "recall", task, index, attempt))
     limit = budget
     if limit is not None and overhead is not None:
       limit -= overhead(story)
+    if limit is not None and recalled:
+      limit -= _count(tokenizer, [" " + " ".join(recalled)])[0]
     if gap is not None and budget is None:  # the facts, then `gap` tokens of background
       limit, fill = sum(_count(tokenizer, [" " + f for f in pieces])) + gap, True
     if not fill or limit is None:
@@ -167,9 +173,28 @@ def _build(task: str, index: int, seed: int, tokenizer: Tokenizer, haystack: Hay
     sample = {"input": text, "question": story.question, "target": story.answer}
     if interleave:
       sample["answered"] = tuple(answered)
+    if recalled:
+      sample["recall"] = recalled
     return sample
   raise ValueError(f"{task}: no story fits in {budget} tokens after {_MAX_ATTEMPTS} draws; "
                    "use a longer length")
+
+
+def recall_pieces(story: babi.BabiSample, count: int, rng: random.Random) -> tuple[str, ...]:
+  """Up to ``count`` questions "where is X?" about the other actors of a qa1 story, each
+  with its answer (their room after the story's facts), in a random order.
+
+  Asked after the story's own answer, they are right only for whoever is asked: "the last
+  room mentioned" answers at most one of them, and with short attention segments the facts
+  they need reach them only through the memory (docs/results.md, "Asking every actor").
+  """
+  if count <= 0:
+    return ()
+  rooms = babi.final_rooms(story.facts)
+  asked = story.question.removeprefix("Where is ").removesuffix("?")
+  others = [a for a in rooms if a != asked]
+  rng.shuffle(others)
+  return tuple(answered_question(f"Where is {a}?", rooms[a]) for a in others[:count])
 
 
 def _interleave(facts: Sequence[str], questions: Sequence[babi.Question],

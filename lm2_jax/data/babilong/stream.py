@@ -65,60 +65,74 @@ class BabilongSource:
 _truncated = 0
 
 
-def _example_ids(sample: dict, tokenizer: Tokenizer
-                 ) -> tuple[list[int], list[int], list[int]]:
-  """The compact template's prompt ids, the answer's ids closed by EOS (the targets), and the
-  indices of prompt ids that are targets too: the answers of an interleaved sample's earlier
-  questions (``"answered"``; the prompt is then encoded piece by piece around them).
+def _encode_answered(text: str, pieces, tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
+  """``text`` encoded piece by piece around the answers of the answered questions ``pieces``
+  it holds in order ("Question: ... Answer: kitchen."), and the indices of those answers' ids.
   """
-  prompt, answer = format_training_example(sample)
-  answer_ids = tokenizer.encode(answer) + [tokenizer.eos_id]
-  if not sample.get("answered"):
-    return tokenizer.encode(prompt), answer_ids, []
-  prompt_ids: list[int] = []
+  ids: list[int] = []
   scored: list[int] = []
   done = 0
-  for piece in sample["answered"]:   # "Question: ... Answer: kitchen."
-    end = prompt.index(piece, done) + len(piece) - 1
+  for piece in pieces:
+    end = text.index(piece, done) + len(piece) - 1
     start = end - len(piece[:-1].rsplit(" ", 1)[1]) - 1   # the answer with its leading space
-    prompt_ids += tokenizer.encode(prompt[done:start])
-    ids = tokenizer.encode(prompt[start:end])
-    scored += range(len(prompt_ids), len(prompt_ids) + len(ids))
-    prompt_ids += ids
+    ids += tokenizer.encode(text[done:start])
+    answer = tokenizer.encode(text[start:end])
+    scored += range(len(ids), len(ids) + len(answer))
+    ids += answer
     done = end
-  prompt_ids += tokenizer.encode(prompt[done:])
-  return prompt_ids, answer_ids, scored
+  return ids + tokenizer.encode(text[done:]), scored
+
+
+def _example_ids(sample: dict, tokenizer: Tokenizer) -> tuple[list[int], int, list[int]]:
+  """A sample's ids in the compact template, where its answer starts, and its targets.
+
+  The ids are the prompt, the answer closed by EOS, then a training sample's recall
+  questions (``"recall"``) after the EOS. The targets (indices into the ids) are the answer
+  and its EOS, the answers of an interleaved sample's earlier questions (``"answered"``) and
+  those of its recall questions.
+  """
+  prompt, answer = format_training_example(sample)
+  prompt_ids, scored = _encode_answered(prompt, sample.get("answered", ()), tokenizer)
+  answer_ids = tokenizer.encode(answer) + [tokenizer.eos_id]
+  ids = prompt_ids + answer_ids
+  scored += range(len(prompt_ids), len(ids))
+  if sample.get("recall"):
+    tail, tail_scored = _encode_answered(" " + " ".join(sample["recall"]), sample["recall"],
+                                         tokenizer)
+    scored += [len(ids) + i for i in tail_scored]
+    ids += tail
+  return ids, len(prompt_ids), scored
 
 
 def sample_to_arrays(sample: dict, tokenizer: Tokenizer, seq_len: int, *, add_bos: bool = True
                      ) -> tuple[np.ndarray, np.ndarray]:
   """One sample as ``tokens int32[seq_len]`` and ``loss_mask float32[seq_len]``.
 
-  Tokens are [BOS] + prompt + answer + EOS in the compact template, right-padded with PAD.
-  ``loss_mask[t]`` is 1 where ``tokens[t]`` is a target, i.e. on the answer tokens and their
-  EOS (and on the answers of an interleaved sample's earlier questions): the training step
-  predicts ``tokens[:, 1:]`` from ``tokens[:, :-1]`` and weights the loss with
-  ``loss_mask[:, 1:]``. A sequence longer than ``seq_len`` loses the oldest prompt tokens
-  (the start of the context; it may cut facts, so such cuts are counted and logged — samples
-  built by ``make_babilong_dataset`` are sized to fit and are never cut).
+  Tokens are [BOS] + prompt + answer + EOS in the compact template (then a training sample's
+  recall questions), right-padded with PAD. ``loss_mask[t]`` is 1 where ``tokens[t]`` is a
+  target, i.e. on the answer tokens and their EOS (and on the answers of an interleaved
+  sample's earlier questions and of its recall questions): the training step predicts
+  ``tokens[:, 1:]`` from ``tokens[:, :-1]`` and weights the loss with ``loss_mask[:, 1:]``.
+  A sequence longer than ``seq_len`` loses the oldest prompt tokens (the start of the
+  context; it may cut facts, so such cuts are counted and logged — samples built by
+  ``make_babilong_dataset`` are sized to fit and are never cut).
   """
   global _truncated
-  prompt_ids, answer_ids, scored = _example_ids(sample, tokenizer)
+  ids, answer_start, scored = _example_ids(sample, tokenizer)
   head = [tokenizer.bos_id] if add_bos else []
-  over = len(head) + len(prompt_ids) + len(answer_ids) - seq_len
+  over = len(head) + len(ids) - seq_len
   if over > 0:
-    if over >= len(prompt_ids):
+    if over >= answer_start:
       raise ValueError(f"seq_len={seq_len} cannot hold the question and answer of this sample")
-    prompt_ids = prompt_ids[over:]
+    ids = ids[over:]
     scored = [i - over for i in scored if i >= over]
     _truncated += 1
     log.warning("BABILong sample longer than seq_len=%d by %d tokens: cut from the left "
                 "(%d samples cut so far)", seq_len, over, _truncated)
-  ids = head + prompt_ids + answer_ids
+  ids = head + ids
   tokens = np.full((seq_len,), tokenizer.pad_id, np.int32)
   tokens[:len(ids)] = ids
   loss_mask = np.zeros((seq_len,), np.float32)
-  loss_mask[len(head) + len(prompt_ids):len(ids)] = 1.0
   loss_mask[[len(head) + i for i in scored]] = 1.0
   return tokens, loss_mask
 
@@ -138,17 +152,20 @@ class _TrainingSource:
   fewer. A fraction
   ``hard_questions`` of the stories is redrawn until the fact just before the question does
   not contain the answer: on those, "the last room mentioned" is wrong. With ``interleave``
-  each story keeps its earlier questions where it asks them, answered and scored.
+  each story keeps its earlier questions where it asks them, answered and scored; with
+  ``recall`` > 0 (qa1) each story's answer is followed by up to that many questions about
+  its other actors, answered and scored (``recall_pieces``).
   """
 
   def __init__(self, tasks, lengths, tokenizer, haystack, seq_len, seed, add_bos,
-               end_jitter=0, max_gap=0, questions=1, hard_questions=0.0, interleave=False):
+               end_jitter=0, max_gap=0, questions=1, hard_questions=0.0, interleave=False,
+               recall=0):
     self.tasks = tuple(babi.check_task(t) for t in tasks)
     self.lengths = tuple(min(parse_length(x), seq_len) for x in lengths)
     self.tokenizer, self.haystack = tokenizer, haystack
     self.seq_len, self.seed, self.add_bos = seq_len, seed, add_bos
     self.end_jitter, self.max_gap, self.questions = end_jitter, max_gap, questions
-    self.hard_questions, self.interleave = hard_questions, interleave
+    self.hard_questions, self.interleave, self.recall = hard_questions, interleave, recall
     # Boundary effects of subword tokenizers can add a token where prompt parts meet.
     self.slack = 0 if isinstance(tokenizer, ByteTokenizer) else 3
     self._short: dict[str, int] = {}
@@ -181,7 +198,8 @@ class _TrainingSource:
     hard = self.hard_questions > 0 and pick.random() < self.hard_questions
     return _build(pick.choice(self.tasks), index, self.seed, self.tokenizer, self.haystack,
                   budget=budget, fill=fill, split="train", overhead=self._overhead, gap=gap,
-                  accept=answer_not_in_last_fact if hard else None, interleave=self.interleave)
+                  accept=answer_not_in_last_fact if hard else None, interleave=self.interleave,
+                  recall=self.recall)
 
   def __getitem__(self, i: int) -> dict:
     i = int(i)
@@ -205,24 +223,23 @@ class _TrainingSource:
     weights = [pick.uniform(0.5, 1.5) for _ in range(count)]
     shares = [int(budget * w / sum(weights)) for w in weights]
     ids: list[int] = [self.tokenizer.bos_id] if self.add_bos else []
-    targets: list[tuple[int, int]] = []
+    targets: list[int] = []
     for j, share in enumerate(shares):
-      prompt, answer, scored = _example_ids(self._sample(pick, (i, j), share, True),
-                                            self.tokenizer)
-      targets.append((len(ids) + len(prompt), len(ids) + len(prompt) + len(answer)))
-      targets += [(len(ids) + k, len(ids) + k + 1) for k in scored]
-      ids += prompt + answer
+      story_ids, _, scored = _example_ids(self._sample(pick, (i, j), share, True),
+                                          self.tokenizer)
+      targets += [len(ids) + k for k in scored]
+      ids += story_ids
     tokens = np.full((self.seq_len,), self.tokenizer.pad_id, np.int32)
     tokens[:len(ids)] = ids
     loss_mask = np.zeros((self.seq_len,), np.float32)
-    for start, stop in targets:
-      loss_mask[start:stop] = 1.0
+    loss_mask[targets] = 1.0
     return {"tokens": tokens, "loss_mask": loss_mask}
 
 
 def check_shortest(tasks: Sequence[str], lengths: Sequence[str | int] | None,
                    tokenizer: Tokenizer, haystack: Haystack | str | None, seq_len: int, *,
-                   add_bos: bool = True, end_jitter: int = 0, interleave: bool = False) -> None:
+                   add_bos: bool = True, end_jitter: int = 0, interleave: bool = False,
+                   recall: int = 0) -> None:
   """Raise ValueError unless every task has a story that fits the stream's shortest record.
 
   The shortest record is the shortest length (capped at ``seq_len``) less the largest
@@ -230,14 +247,16 @@ def check_shortest(tasks: Sequence[str], lengths: Sequence[str | int] | None,
   after the run has started.
   """
   source = _TrainingSource(tasks, lengths or (seq_len,), tokenizer, load_haystack(haystack),
-                           seq_len, 0, add_bos, end_jitter, interleave=interleave)
+                           seq_len, 0, add_bos, end_jitter, interleave=interleave,
+                           recall=recall)
   for length in sorted(set(source.lengths)):
     budget = length or seq_len
     cut = min(end_jitter, budget // 2) - 1 if end_jitter else 0
     for task in source.tasks:
       try:
         _build(task, 0, 0, tokenizer, source.haystack, budget=budget - cut, fill=length > 0,
-               split="train", overhead=source._overhead, interleave=interleave)
+               split="train", overhead=source._overhead, interleave=interleave,
+               recall=recall)
       except ValueError:
         raise ValueError(
             f"{task}: no story fits a record of {budget} tokens"
@@ -250,7 +269,7 @@ def make_babilong_dataset(tasks: Sequence[str], lengths: Sequence[str | int] | N
                           haystack: Haystack | str | None = None, add_bos: bool = True,
                           num_threads: int = 0, end_jitter: int = 0, max_gap: int = 0,
                           questions: int = 1, hard_questions: float = 0.0,
-                          interleave: bool = False):
+                          interleave: bool = False, recall: int = 0):
   """An endless Grain stream of BABILong training batches in the compact template.
 
   Each batch is ``{"tokens": int32[batch_size, seq_len], "loss_mask": float32[batch_size,
@@ -262,7 +281,8 @@ def make_babilong_dataset(tasks: Sequence[str], lengths: Sequence[str | int] | N
   the question ends and how far the last fact lies before it, ``questions`` how many stories
   one sequence may hold, ``hard_questions`` how often the fact before the question must not
   hold the answer, ``interleave`` whether a story's earlier questions stay in it, answered and
-  scored (``_TrainingSource``). Building
+  scored, ``recall`` how many of its other actors are asked after its answer
+  (``_TrainingSource``). Building
   the dataset costs nothing, so a curriculum can make one per sequence length. Host
   ``shard_index`` of ``shard_count`` reads records shard_index, shard_index + shard_count,
   ...; ``iterator.get_state()`` / ``set_state()`` resume exactly. Draws use the "train"
@@ -275,7 +295,7 @@ def make_babilong_dataset(tasks: Sequence[str], lengths: Sequence[str | int] | N
   tokenizer = load_tokenizer(tokenizer)
   source = _TrainingSource(tasks, lengths or (seq_len,), tokenizer, load_haystack(haystack),
                            seq_len, seed, add_bos, end_jitter, max_gap, questions,
-                           hard_questions, interleave)
+                           hard_questions, interleave, recall)
   ds = grain.MapDataset.source(source)[shard_index::shard_count]
   read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(2 * batch_size, 1))
   return ds.to_iter_dataset(read).batch(batch_size, drop_remainder=True)
