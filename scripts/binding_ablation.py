@@ -76,6 +76,7 @@ scratch on the default's stream (seed 0):
            (qa1 has four), each answered and scored. "The last room mentioned" answers at
            most one of them, and with 16-token segments their facts reach them only through
            the memory: do the extra questions make the memory carry who is where at the cut?
+  bpe0k_lm2_shrink_recall_more  2,000 more steps of it, from its weights (a fresh schedule)
   bpe0k_lm2_recall  bpe0k_lm2 (6,000 steps from scratch) with `data.recall_questions=3`
   bpe0k_lm2_seg128_mixed  from bpe0k_lm2_seg128's weights (a decoder that binds by attention),
            2,000 steps of bpe0k_lm2_mixed's cuts at learning rate 1e-3: the cut in steps
@@ -196,6 +197,9 @@ VARIANTS = {
     "bpe0k_lm2_shrink_recall": ["train.steps=2000", *BPE_LM2_ZERO_K,
                                 "train.init_from={workdir}/bpe0k_lm2_seg128",
                                 "train.learning_rate=1.0e-3", "data.recall_questions=3"],
+    "bpe0k_lm2_shrink_recall_more": ["train.steps=2000", *BPE_LM2_ZERO_K,
+                                     "train.init_from={workdir}/bpe0k_lm2_shrink_recall",
+                                     "train.learning_rate=1.0e-3", "data.recall_questions=3"],
     "bpe0k_lm2_recall": ["train.steps=6000", *BPE_LM2_ZERO_K, "data.recall_questions=3"],
     "bpe0k_lm2_seg128_mixed": ["train.steps=2000", *BPE_LM2_ZERO_K,
                                "train.curriculum.segment_lens=[16,32,64,128]",

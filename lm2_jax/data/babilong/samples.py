@@ -153,7 +153,8 @@ def _build(task: str, index: int, seed: int, tokenizer: Tokenizer, haystack: Hay
     if interleave:
       answered = [answered_question(q.text, q.answer) for q in whole.questions[:asked]]
       pieces = _interleave(story.facts, whole.questions[:asked], answered)
-    recalled = recall_pieces(story, recall, _rng(seed, split, "recall", task, index, attempt))
+    recalled = recall_pieces(story, recall, _rng(seed, split, "recall", task, index, attempt)
+                             ) if recall else ()
     limit = budget
     if limit is not None and overhead is not None:
       limit -= overhead(story)
