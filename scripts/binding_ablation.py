@@ -76,8 +76,10 @@ scratch on the default's stream (seed 0):
            (qa1 has four), each answered and scored. "The last room mentioned" answers at
            most one of them, and with 16-token segments their facts reach them only through
            the memory: do the extra questions make the memory carry who is where at the cut?
+           (In one seed of three.)
   bpe0k_lm2_shrink_recall_more  2,000 more steps of it, from its weights (a fresh schedule)
-  bpe0k_lm2_recall  bpe0k_lm2 (6,000 steps from scratch) with `data.recall_questions=3`
+  bpe0k_lm2_recall  bpe0k_lm2 (6,000 steps from scratch) with `data.recall_questions=3`: the
+           memory binds in 3 of 3 seeds (docs/results.md, "Asking every actor")
   bpe0k_lm2_seg128_mixed  from bpe0k_lm2_seg128's weights (a decoder that binds by attention),
            2,000 steps of bpe0k_lm2_mixed's cuts at learning rate 1e-3: the cut in steps
            without losing the full window (the memory still did not bind)
