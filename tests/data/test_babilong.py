@@ -410,6 +410,12 @@ def test_recall_questions_ask_the_other_actors_after_the_answer(tokenizer, reque
       assert solve(facts, f"Where is {actor}?") == room
     counts.append(len(actors))
   assert max(counts) == 3
+  # In short records the recall text counts against the length: nothing is cut to fit.
+  cut = babilong.stream._truncated
+  short = next(iter(make_babilong_dataset(["qa1"], [0], tok, seq_len=129, batch_size=32,
+                                          seed=5, interleave=True, recall=3)))
+  assert babilong.stream._truncated == cut and (short["tokens"][:, 0] == tok.bos_id).all()
+  assert (short["loss_mask"].sum(axis=1) >= 2).all()
 
 
 @pytest.mark.parametrize("tokenizer", ["byte", "bpe"])
