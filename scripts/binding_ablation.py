@@ -94,6 +94,11 @@ scratch on the default's stream (seed 0):
            length still moves the far end: from bpe_lm2_4k's weights, 256-512 segments (up to
            8,192 tokens, batch 1), up to 24 stories, a 0-512-segment gap, learning rate 3e-4,
            300 steps
+  bpe_lm2_haystack_recall, bpe_lm2_long_recall, bpe_lm2_4k_recall, bpe_lm2_plain_recall
+           the same four stages from bpe0k_lm2_recall's weights, each from the one before,
+           with `data.recall_questions=3` kept in their streams
+  bpe_lm2_4k_more_recall  800 more steps of bpe_lm2_4k_recall (its weights, learning rate
+           3e-4): does the far end move with steps at the same 4,096-token length?
   bpe_lm2_mix  a fifth stage, from bpe_lm2_4k's weights: half the samples the stories
            alone (facts back to back, several in a segment, as at 0k), half in background
            with up to 6 stories and a 0-64-segment gap; 16-64 segments of batch 8, learning
@@ -252,6 +257,27 @@ VARIANTS = {
                "train.curriculum.max_segments=[2,3,4]", "train.curriculum.min_segments=2",
                "data.max_gap_segments=2"],
 }
+
+
+# The later stages again, from the stage 1 that binds in every seed (bpe0k_lm2_recall), with
+# the recall questions kept in their streams.
+_RECALL_CHAIN = (("bpe_lm2_haystack", "bpe0k_lm2"), ("bpe_lm2_long", "bpe_lm2_haystack"),
+                 ("bpe_lm2_4k", "bpe_lm2_long"), ("bpe_lm2_plain", "bpe_lm2_4k"))
+_RECALL_FROM = {"bpe0k_lm2": "bpe0k_lm2_recall", "bpe_lm2_haystack": "bpe_lm2_haystack_recall",
+                "bpe_lm2_long": "bpe_lm2_long_recall", "bpe_lm2_4k": "bpe_lm2_4k_recall"}
+for _stage, _parent in _RECALL_CHAIN:
+  VARIANTS[f"{_stage}_recall"] = [
+      o.replace(f"{{workdir}}/{_parent}", f"{{workdir}}/{_RECALL_FROM[_parent]}")
+      for o in VARIANTS[_stage]] + ["data.recall_questions=3"]
+
+# Stage 4 three times as long: does the far end (64k-128k) move with more steps at the same
+# lengths, under the 4,096-token limit?
+VARIANTS["bpe_lm2_4k_more_recall"] = [
+    o for o in VARIANTS["bpe_lm2_4k_recall"]
+    if not o.startswith(("train.steps", "train.init_from", "train.learning_rate",
+                         "train.checkpoint_every"))] + [
+    "train.steps=800", "train.init_from={workdir}/bpe_lm2_4k_recall",
+    "train.learning_rate=3.0e-4", "train.checkpoint_every=400"]
 
 
 def main(argv=None) -> int:
