@@ -94,9 +94,11 @@ scratch on the default's stream (seed 0):
            length still moves the far end: from bpe_lm2_4k's weights, 256-512 segments (up to
            8,192 tokens, batch 1), up to 24 stories, a 0-512-segment gap, learning rate 3e-4,
            300 steps
-  bpe_lm2_haystack_recall, bpe_lm2_long_recall, bpe_lm2_4k_recall, bpe_lm2_plain_recall
-           the same four stages from bpe0k_lm2_recall's weights, each from the one before,
-           with `data.recall_questions=3` kept in their streams
+  bpe_lm2_haystack_recall, bpe_lm2_long_recall, bpe_lm2_4k_recall  the same three stages
+           from bpe0k_lm2_recall's weights, each from the one before, with
+           `data.recall_questions=3` kept in their streams
+  bpe_lm2_plain_recall  bpe_lm2_plain from bpe_lm2_4k_more_recall's weights, with the
+           recall questions
   bpe_lm2_4k_more_recall  800 more steps of bpe_lm2_4k_recall (its weights, learning rate
            3e-4): does the far end move with steps at the same 4,096-token length?
   bpe_lm2_4k_more2_recall  800 more again, from bpe_lm2_4k_more_recall's weights
@@ -265,7 +267,8 @@ VARIANTS = {
 _RECALL_CHAIN = (("bpe_lm2_haystack", "bpe0k_lm2"), ("bpe_lm2_long", "bpe_lm2_haystack"),
                  ("bpe_lm2_4k", "bpe_lm2_long"), ("bpe_lm2_plain", "bpe_lm2_4k"))
 _RECALL_FROM = {"bpe0k_lm2": "bpe0k_lm2_recall", "bpe_lm2_haystack": "bpe_lm2_haystack_recall",
-                "bpe_lm2_long": "bpe_lm2_long_recall", "bpe_lm2_4k": "bpe_lm2_4k_recall"}
+                "bpe_lm2_long": "bpe_lm2_long_recall",
+                "bpe_lm2_4k": "bpe_lm2_4k_more_recall"}
 for _stage, _parent in _RECALL_CHAIN:
   VARIANTS[f"{_stage}_recall"] = [
       o.replace(f"{{workdir}}/{_parent}", f"{{workdir}}/{_RECALL_FROM[_parent]}")
