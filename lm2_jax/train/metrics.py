@@ -61,7 +61,7 @@ def measure_matmul_flops(size: int = 1536, repeats: int = 4, trials: int = 5,
   in the process's CPU time, the seconds its threads ran, and the rate per core-second is
   scaled to the cores the process may use: the cores' rate while they run this process, a
   figure other jobs on a shared machine do not lower (in wall time a probe that loses its
-  cores to them reads a small fraction of the peak, and the MFU above 100%).
+  cores to them reads a small fraction of the peak, and the MFU then exceeds 100%).
   """
   clock = time.process_time if cpu_time else time.perf_counter
   cores = _usable_cores() if cpu_time else 1
