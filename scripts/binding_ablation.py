@@ -264,14 +264,14 @@ VARIANTS = {
 
 # The later stages again, from the stage 1 that binds in every seed (bpe0k_lm2_recall), with
 # the recall questions kept in their streams.
-_RECALL_CHAIN = (("bpe_lm2_haystack", "bpe0k_lm2"), ("bpe_lm2_long", "bpe_lm2_haystack"),
-                 ("bpe_lm2_4k", "bpe_lm2_long"), ("bpe_lm2_plain", "bpe_lm2_4k"))
-_RECALL_FROM = {"bpe0k_lm2": "bpe0k_lm2_recall", "bpe_lm2_haystack": "bpe_lm2_haystack_recall",
-                "bpe_lm2_long": "bpe_lm2_long_recall",
-                "bpe_lm2_4k": "bpe_lm2_4k_more_recall"}
-for _stage, _parent in _RECALL_CHAIN:
+# Each stage: (the run its init_from names, the run it starts from instead).
+_RECALL_PARENTS = {"bpe_lm2_haystack": ("bpe0k_lm2", "bpe0k_lm2_recall"),
+                   "bpe_lm2_long": ("bpe_lm2_haystack", "bpe_lm2_haystack_recall"),
+                   "bpe_lm2_4k": ("bpe_lm2_long", "bpe_lm2_long_recall"),
+                   "bpe_lm2_plain": ("bpe_lm2_4k", "bpe_lm2_4k_more_recall")}
+for _stage, (_old, _new) in _RECALL_PARENTS.items():
   VARIANTS[f"{_stage}_recall"] = [
-      o.replace(f"{{workdir}}/{_parent}", f"{{workdir}}/{_RECALL_FROM[_parent]}")
+      o.replace(f"{{workdir}}/{_old}", f"{{workdir}}/{_new}")
       for o in VARIANTS[_stage]] + ["data.recall_questions=3"]
 
 # Stage 4 three times as long: does the far end (64k-128k) move with more steps at the same
