@@ -59,6 +59,7 @@ def checkpoint_dir(workdir: str) -> str:
 ITEM_HANDLERS = {
     "params": ocp.StandardCheckpointHandler,
     "opt_state": ocp.StandardCheckpointHandler,
+    "memory": ocp.StandardCheckpointHandler,   # train.memory_carry_steps > 0 only
     "data": grain.checkpoint.CheckpointHandler,
     "meta": ocp.JsonCheckpointHandler,
 }
@@ -229,18 +230,23 @@ def check_shapes(target, saved, where: str):
 
 
 def save_train_state(mngr: ocp.CheckpointManager, step: int, params, opt_state,
-                     data_iterator, meta: dict | None = None) -> None:
+                     data_iterator, meta: dict | None = None, memory=None) -> None:
   """Start saving one training step (asynchronously when the manager is async).
 
   Every process calls this: arrays are written shard by shard, each host writes its own
   data iterator state, the JSON metadata (with the arrays' checksums) is written once.
+  `memory`: the memory each row carries into the next step (train.memory_carry_steps).
   """
   sums = {"params": checksums(params), "opt_state": checksums(opt_state)}
+  items = {"params": ocp.args.StandardSave(params),
+           "opt_state": ocp.args.StandardSave(opt_state),
+           "data": grain.checkpoint.CheckpointSave(data_iterator)}
+  if memory is not None:
+    sums["memory"] = checksums(memory)
+    items["memory"] = ocp.args.StandardSave(memory)
   mngr.save(step, args=ocp.args.Composite(
-      params=ocp.args.StandardSave(params),
-      opt_state=ocp.args.StandardSave(opt_state),
-      data=grain.checkpoint.CheckpointSave(data_iterator),
-      meta=ocp.args.JsonSave({"step": step, **(meta or {}), "checksums": sums})), force=True)
+      **items, meta=ocp.args.JsonSave({"step": step, **(meta or {}), "checksums": sums})),
+      force=True)
 
 
 def _flat_diff(old: Any, new: Any, prefix: str) -> list[str]:
@@ -317,12 +323,21 @@ def _check_meta(meta: Any, step: int, where: str) -> dict:
   return meta
 
 
+def _saved_shapes(mngr: ocp.CheckpointManager, step: int, item: str) -> Any:
+  """The array shapes of an item as its metadata records them (None if unreadable)."""
+  try:
+    return {k: tuple(v.shape) for k, v in dict(mngr.item_metadata(step)[item]).items()}
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
 def restore_train_state(mngr: ocp.CheckpointManager, workdir: str, target_params: Any,
                         target_opt_state: Any, data_iterator, *, primary: bool = True,
-                        start_over: bool = True):
+                        start_over: bool = True, target_memory: Any = None):
   """Restore the newest readable training step; returns (step, params, opt_state, meta,
-  data_restored) or None when there is no checkpoint. opt_state is None for a
-  parameters-only step.
+  data_restored, memory) or None when there is no checkpoint. opt_state is None for a
+  parameters-only step; memory is the carried memory when `target_memory` asks for it and
+  the step holds one (saved by a run with train.memory_carry_steps > 0), else None.
 
   Targets are abstract arrays carrying the shardings to restore onto (any mesh). A step
   that fails to restore, or whose arrays differ from the checksums saved with it, is moved
@@ -340,6 +355,17 @@ def restore_train_state(mngr: ocp.CheckpointManager, workdir: str, target_params
     has_opt = os.path.isdir(os.path.join(checkpoint_dir(workdir), str(step), "opt_state"))
     if has_opt:
       items["opt_state"] = ocp.args.StandardRestore(target_opt_state)
+    has_memory = target_memory is not None and os.path.isdir(
+        os.path.join(checkpoint_dir(workdir), str(step), "memory"))
+    wanted = jax.tree.map(lambda a: tuple(a.shape), target_memory)
+    if has_memory and _saved_shapes(mngr, step, "memory") != wanted:
+      # Another batch or memory shape: the rows restart from the initial memory.
+      log.warning("%s/%d: the carried memory has shapes %s, this run's are %s; every row "
+                  "restarts from the initial memory", checkpoint_dir(workdir), step,
+                  _saved_shapes(mngr, step, "memory"), wanted)
+      has_memory = False
+    if has_memory:
+      items["memory"] = ocp.args.StandardRestore(target_memory)
     where = f"{checkpoint_dir(workdir)}/{step}"
     try:
       restored = mngr.restore(step, args=ocp.args.Composite(**items))
@@ -350,6 +376,8 @@ def restore_train_state(mngr: ocp.CheckpointManager, workdir: str, target_params
       if has_opt:
         verify_checksums(saved.get("opt_state"), restored["opt_state"], "optimizer state",
                          where)
+      if has_memory:
+        verify_checksums(saved.get("memory"), restored["memory"], "carried memory", where)
     except Exception as e:  # orbax/tensorstore raise many kinds for damaged files
       failed.append(step)
       first = (str(e).splitlines() or [""])[0].split(" See full TensorStore")[0][:200]
@@ -370,7 +398,7 @@ def restore_train_state(mngr: ocp.CheckpointManager, workdir: str, target_params
         log.warning("%s/%d: the data position cannot be restored (%s); the input streams "
                     "restart", checkpoint_dir(workdir), step, e)
     return (step, restored["params"], restored.get("opt_state") if has_opt else None,
-            meta, data_restored)
+            meta, data_restored, restored.get("memory") if has_memory else None)
   earlier = _skipped_finished_steps(workdir)
   if not start_over and (failed or earlier):
     what = (f"none of its checkpoints ({', '.join(map(str, failed))}) can be restored "

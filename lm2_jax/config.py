@@ -221,6 +221,12 @@ class TrainConfig:
   loss_mask: Literal["answer", "all"] = "answer"
   # Stop the gradient through the memory every k segments (truncated BPTT); 0: never.
   truncate_every: int = 0
+  # k > 0: each row of the batch starts its sequence from the memory its previous sequence
+  # left (no gradient flows back into it) and from the initial memory only every k steps,
+  # the rows staggered; so training reads and writes memories that have run over up to k
+  # sequences, as evaluation at 128K does. The carried memory is part of the checkpoint.
+  # LM2 memories only. 0: every sequence starts from the initial memory.
+  memory_carry_steps: int = 0
   # A new run starts from the parameters of this work directory's newest checkpoint (or of
   # one step's folder), with a fresh optimizer at step 0: the next stage of a curriculum
   # from the previous stage's weights. A work directory that has checkpoints resumes and
@@ -407,6 +413,11 @@ def _validate_train(t: TrainConfig, m: ModelConfig, need):
   need(t.batch_size % t.microbatches == 0, "train.microbatches",
        f"{t.microbatches} micro-batches do not divide train.batch_size={t.batch_size}")
   need(t.truncate_every >= 0, "train.truncate_every", f"must be >= 0, got {t.truncate_every}")
+  need(t.memory_carry_steps >= 0, "train.memory_carry_steps",
+       f"must be >= 0, got {t.memory_carry_steps}")
+  need(not t.memory_carry_steps or (m.memory.kind == "lm2" and m.num_memory_layers > 0),
+       "train.memory_carry_steps", "carries an LM2 memory: it needs model.memory.kind=lm2 "
+       f"with memory layers, got kind {m.memory.kind!r}")
   for key in ("checkpoint_every", "keep", "log_every", "eval_batch_size"):
     need(getattr(t, key) >= 1, f"train.{key}", f"must be >= 1, got {getattr(t, key)}")
   for key in ("keep_period", "eval_every", "eval_samples"):

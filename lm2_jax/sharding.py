@@ -115,6 +115,12 @@ def _fit(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> PartitionSpec
   return PartitionSpec(*out)
 
 
+def logical_sharding(names: Sequence[str | None], shape: Sequence[int],
+                     mesh: Mesh) -> NamedSharding:
+  """The NamedSharding of one array from its logical axis names, fitted to its shape."""
+  return NamedSharding(mesh, _fit(nn.logical_to_mesh_axes(names, LOGICAL_RULES), shape, mesh))
+
+
 def logical_shardings(boxed_tree: Any, mesh: Mesh) -> Any:
   """NamedShardings for a tree of LogicallyPartitioned leaves (e.g. abstract_variables).
 
@@ -124,8 +130,7 @@ def logical_shardings(boxed_tree: Any, mesh: Mesh) -> Any:
 
   def one(leaf):
     if isinstance(leaf, meta.Partitioned):
-      spec = nn.logical_to_mesh_axes(leaf.names, LOGICAL_RULES)
-      return NamedSharding(mesh, _fit(spec, leaf.value.shape, mesh))
+      return logical_sharding(leaf.names, leaf.value.shape, mesh)
     return NamedSharding(mesh, PartitionSpec())
 
   return jax.tree.map(one, boxed_tree, is_leaf=lambda x: isinstance(x, meta.Partitioned))

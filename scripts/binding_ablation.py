@@ -102,6 +102,9 @@ scratch on the default's stream (seed 0):
   bpe_lm2_4k_more_recall  800 more steps of bpe_lm2_4k_recall (its weights, learning rate
            3e-4): does the far end move with steps at the same 4,096-token length?
   bpe_lm2_4k_more2_recall  800 more again, from bpe_lm2_4k_more_recall's weights
+  bpe_lm2_4k_carry_recall  bpe_lm2_4k_more_recall with `train.memory_carry_steps=40`: each
+           row's memory runs on from one sequence into the next for up to 40 sequences
+           (about 7,600 segments, as many as a 128K sample has)
   bpe_lm2_mix  a fifth stage, from bpe_lm2_4k's weights: half the samples the stories
            alone (facts back to back, several in a segment, as at 0k), half in background
            with up to 6 stories and a 0-64-segment gap; 16-64 segments of batch 8, learning
@@ -282,6 +285,11 @@ VARIANTS["bpe_lm2_4k_more_recall"] = [
                          "train.checkpoint_every"))] + [
     "train.steps=800", "train.init_from={workdir}/bpe_lm2_4k_recall",
     "train.learning_rate=3.0e-4", "train.checkpoint_every=400"]
+# The same 800 steps with each row's memory carried from one sequence into the next, up to
+# 40 sequences (about 7,600 segments, 128K tokens' worth) before it restarts: does training
+# on a long-running memory move the far end?
+VARIANTS["bpe_lm2_4k_carry_recall"] = [*VARIANTS["bpe_lm2_4k_more_recall"],
+                                       "train.memory_carry_steps=40"]
 VARIANTS["bpe_lm2_4k_more2_recall"] = [
     o.replace("{workdir}/bpe_lm2_4k_recall", "{workdir}/bpe_lm2_4k_more_recall")
     for o in VARIANTS["bpe_lm2_4k_more_recall"]]

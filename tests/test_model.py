@@ -244,6 +244,29 @@ def test_truncated_backprop_cuts_at_multiples_of_truncate_every_only():
   assert float(grads(params, 2, 1)[0]) > 0
 
 
+def test_a_carried_memory_continues_the_sequence_it_came_from():
+  """Training's memory carry (train.memory_carry_steps): a sequence started from the memory
+  another left computes what the two as one sequence compute (segment scope, whole
+  segments); a row marked fresh starts from the initial memory instead."""
+  cfg, model = make("segment", **{"model.memory.init": "learned", "model.memory.layers": 2,
+                                  "model.num_layers": 3})
+  first, second = random_tokens(cfg, 2, 2 * SEG, seed=1), random_tokens(cfg, 2, 2 * SEG, seed=2)
+  variables = init(model, 0, first)
+  fwd = jax.jit(lambda v, x, m, f: model.apply(v, x, memory_MxBxNxD=m, fresh_B=f))
+  whole = np.asarray(jitted(model)(variables, jnp.concatenate([first, second], axis=1)))
+  junk = jnp.full((2, 2, cfg.memory.num_slots, cfg.width), 7.0)
+  logits, memory = fwd(variables, first, junk, jnp.array([True, True]))
+  np.testing.assert_allclose(np.asarray(logits), whole[:, :2 * SEG], rtol=1e-6, atol=1e-6)
+  logits, _ = fwd(variables, second, memory, jnp.array([False, True]))
+  np.testing.assert_allclose(np.asarray(logits[0]), whole[0, 2 * SEG:], rtol=1e-5, atol=1e-5)
+  alone = np.asarray(jitted(model)(variables, second))
+  np.testing.assert_allclose(np.asarray(logits[1]), alone[1], rtol=1e-6, atol=1e-6)
+  assert np.abs(alone[0] - whole[0, 2 * SEG:]).max() > 1e-3   # the memory mattered
+  with pytest.raises(ValueError, match="memory.kind=lm2"):
+    _, vanilla = make("segment", memory=False)
+    vanilla.apply(init(vanilla, 0, first), first, memory_MxBxNxD=junk)
+
+
 @pytest.mark.parametrize("scope", ["segment", "full"])
 def test_zero_init_reproduces_vanilla_exactly(scope):
   cfg_v, vanilla = make(scope, memory=False)

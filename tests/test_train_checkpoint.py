@@ -60,7 +60,7 @@ def _restore(tmp_path, cfg, tx, shard):
 def test_round_trip_restores_params_optimizer_and_data_position(tmp_path):
   cfg, tx, shard = _setup(tmp_path)
   state = _save_steps(tmp_path, cfg, tx, shard, [4, 8])
-  (step, params, opt_state, meta, data_ok), inputs = _restore(tmp_path, cfg, tx, shard)
+  (step, params, opt_state, meta, data_ok, _), inputs = _restore(tmp_path, cfg, tx, shard)
   assert step == 8 and meta["tokens"] == 8 and data_ok and inputs.step == 8
   for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(params)):
     np.testing.assert_array_equal(np.asarray(a) + 8, np.asarray(b))

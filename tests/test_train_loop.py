@@ -197,6 +197,27 @@ def test_init_from_starts_a_new_run_from_another_runs_parameters(tmp_path, capsy
   assert not os.path.exists(tmp_path / "wd3") or os.listdir(tmp_path / "wd3") == []
 
 
+def test_a_carried_memory_is_checkpointed_and_resumes_exactly(tmp_path, capsys):
+  """train.memory_carry_steps: a run stopped at a checkpoint and resumed computes the
+  uninterrupted run's losses, the memory its rows carry included."""
+  over = ("train.memory_carry_steps=2", "train.checkpoint_every=2", "train.lr_schedule=constant")
+  whole = tmp_path / "whole"
+  run(text_config(tmp_path, "train.steps=4", *over), str(whole))
+  split = tmp_path / "split"
+  run(text_config(tmp_path, "train.steps=2", *over), str(split))
+  assert os.path.isdir(split / "checkpoints" / "2" / "memory")
+  run(text_config(tmp_path, "train.steps=4", *over), str(split))
+  assert "resumed from" in capsys.readouterr().out
+  assert losses(split) == losses(whole)
+  # Without the carried memory step 3 computes something else.
+  shutil.rmtree(split / "checkpoints" / "4")
+  shutil.rmtree(split / "checkpoints" / "2" / "memory")
+  os.remove(split / "metrics.jsonl")
+  run(text_config(tmp_path, "train.steps=4", *over), str(split))
+  assert "carried memory restarts" in capsys.readouterr().out
+  assert losses(split)[3] != losses(whole)[3]
+
+
 @pytest.mark.slow
 def test_segment_lens_cut_each_batch_where_the_draw_says(tmp_path, capsys):
   """train.curriculum.segment_lens: the batch of a step is cut into segments of the drawn

@@ -50,10 +50,10 @@ SMALL = ["model.num_layers=2", "model.width=32", "model.mlp_width=64", "model.nu
          "train.learning_rate=1e-2", "train.z_loss=1e-3"]
 
 
-def _losses(shape, microbatches=1, steps=3):
+def _losses(shape, microbatches=1, steps=3, *over):
   cfg = load_config(None, SMALL + [f"mesh.data={shape[0]}", f"mesh.fsdp={shape[1]}",
                                    f"mesh.tensor={shape[2]}",
-                                   f"train.microbatches={microbatches}"])
+                                   f"train.microbatches={microbatches}", *over])
   mesh = sharding.make_mesh(cfg.mesh, jax.devices()[:int(np.prod(shape))])
   tx = make_optimizer(cfg.train)
   shard = state_shardings(cfg, tx, mesh)
@@ -80,3 +80,16 @@ def test_data_fsdp_and_tensor_parallel_give_the_losses_of_one_device():
   for shape, micro in (((8, 1, 1), 1), ((2, 2, 2), 1), ((1, 4, 2), 2)):
     np.testing.assert_allclose(_losses(shape, micro), reference, rtol=1e-5,
                                err_msg=f"mesh {shape}, {micro} micro-batches")
+
+
+@pytest.mark.slow
+def test_a_carried_memory_gives_the_losses_of_one_device_on_a_mesh_and_in_micro_batches():
+  """train.memory_carry_steps: each row's memory goes into its next sequence, sharded and
+  split into micro-batches with the row (the losses of one device, to float32 rounding),
+  and it changes what the steps after the first compute."""
+  carry = ("train.memory_carry_steps=3",)
+  reference = _losses((1, 1, 1), 1, 4, *carry)
+  np.testing.assert_allclose(_losses((1, 4, 2), 2, 4, *carry), reference, rtol=1e-5)
+  plain = _losses((1, 1, 1), 1, 4)
+  np.testing.assert_array_equal(plain[0], reference[0])   # every row starts fresh
+  assert np.abs(plain[1:, 0] - reference[1:, 0]).min() > 0

@@ -199,7 +199,8 @@ class Core(nn.Module):
           "lm_head", nn.with_logical_partitioning(init, ("embed", "vocab")),
           (cfg.width, cfg.vocab_size), jnp.float32)
 
-  def _initial_memory(self) -> Array:
+  def initial_memory(self) -> Array:
+    """The memory every sequence starts from, [M, N, D] (learned or the identity)."""
     cfg = self.cfg
     if cfg.memory.init == "learned":
       return self.memory_init
@@ -235,7 +236,8 @@ class Core(nn.Module):
                          write_B=filled_B == seg)
 
   def __call__(self, state: DecodeState, chunk, truncate_every: int = 0,
-               whole_segment: bool = False, whole_sequence: bool = False):
+               whole_segment: bool = False, whole_sequence: bool = False,
+               memory_given: bool = False):
     """(state, (tokens_BxC, valid_BxC)) -> (state, logits_BxCxV float32).
 
     The chunk must not cross a segment boundary: pos % segment_len + (real tokens) <=
@@ -251,6 +253,9 @@ class Core(nn.Module):
     `whole_sequence` (the one-shot forward of a model without memory in full scope): the
     chunk is a whole sequence from position 0, of any length, attending within itself
     (plain causal attention, which is what full scope computes); no cache either.
+
+    `memory_given`: a row at position 0 keeps the state's memory (its caller put the
+    memory to start from there) instead of taking the initial one.
     """
     tokens_BxC, valid_BxC = chunk
     cfg = self.cfg
@@ -265,9 +270,10 @@ class Core(nn.Module):
     kc, vc = state.k_cache_LxBxKxGxH, state.v_cache_LxBxKxGxH
     memory, u_seg = state.memory_MxBxNxD, state.u_MxBxSxD
     if m:
-      fresh_B = state.pos_B == 0
-      memory = jnp.where(fresh_B[None, :, None, None], self._initial_memory()[:, None],
-                         memory)
+      if not memory_given:
+        fresh_B = state.pos_B == 0
+        memory = jnp.where(fresh_B[None, :, None, None], self.initial_memory()[:, None],
+                           memory)
       if truncate_every:
         # Truncated back-propagation through time: no gradient flows into the memory
         # across the segment boundaries k * truncate_every, k >= 1. Not at segment 0: there
@@ -299,8 +305,10 @@ class Core(nn.Module):
 
 def _scan_segments(core: Core, state: DecodeState, tokens_SxBxC: Array, valid_SxBxC: Array,
                    truncate_every: int, whole_segment: bool = False,
-                   whole_sequence: bool = False):
-  body = nn.scan(lambda mdl, st, xs: mdl(st, xs, truncate_every, whole_segment, whole_sequence),
+                   whole_sequence: bool = False, memory_given: bool = False):
+  extra = {"memory_given": True} if memory_given else {}  # (the RMT's core has no such flag)
+  body = nn.scan(lambda mdl, st, xs: mdl(st, xs, truncate_every, whole_segment, whole_sequence,
+                                         **extra),
                  variable_broadcast="params", variable_axes={"intermediates": 0},
                  split_rngs={"params": False})
   return body(core, state, (tokens_SxBxC, valid_SxBxC))
@@ -314,9 +322,19 @@ class LM2(nn.Module):
   def setup(self):
     self.core = Core(self.cfg)
 
-  def __call__(self, tokens_BxT: Array, truncate_every: int = 0) -> Array:
-    """One-shot forward over whole sequences (any T; the last segment may be partial)."""
+  def __call__(self, tokens_BxT: Array, truncate_every: int = 0,
+               memory_MxBxNxD: Array | None = None, fresh_B: Array | None = None):
+    """One-shot forward over whole sequences (any T; the last segment may be partial).
+
+    Returns logits_BxTxV. With `memory_MxBxNxD` (LM2 memories only) the rows start from
+    that memory instead of the initial one, except the rows `fresh_B` marks, and the
+    call returns (logits_BxTxV, memory_MxBxNxD after the last whole segment): training
+    carries the memory from one sequence to the next this way (train.memory_carry_steps).
+    """
     cfg = self.cfg
+    carried = memory_MxBxNxD is not None
+    if carried and (cfg.memory.kind != "lm2" or not cfg.num_memory_layers):
+      raise ValueError("LM2: a memory to start from needs model.memory.kind=lm2")
     b, t = tokens_BxT.shape
     # Without a memory, full scope is plain causal attention over the sequence. A fused
     # kernel (model.attention_impl xla or cudnn) takes it as one chunk attending within
@@ -337,14 +355,21 @@ class LM2(nn.Module):
     if whole and (cfg.attention_scope == "segment" or one_chunk):
       state = state.replace(k_cache_LxBxKxGxH=state.k_cache_LxBxKxGxH[:, :, :0],
                             v_cache_LxBxKxGxH=state.v_cache_LxBxKxGxH[:, :, :0])
+    if carried:
+      fresh = jnp.zeros((b,), bool) if fresh_B is None else fresh_B
+      state = state.replace(memory_MxBxNxD=jnp.where(
+          fresh[None, :, None, None], self.core.initial_memory()[:, None],
+          memory_MxBxNxD.astype(jnp.float32)))
     # A fresh state is at a segment boundary: the segments are the plain reshape.
     tokens = jnp.pad(tokens_BxT, ((0, 0), (0, s * seg - t)))
     valid = jnp.broadcast_to(jnp.arange(s * seg) < t, tokens.shape)
     to_segments = lambda a: a.reshape(b, s, seg).transpose(1, 0, 2)
-    _, logits_SxBxCxV = _scan_segments(self.core, state, to_segments(tokens),
-                                       to_segments(valid), truncate_every, whole_segment=whole,
-                                       whole_sequence=one_chunk)
-    return logits_SxBxCxV.transpose(1, 0, 2, 3).reshape(b, s * seg, -1)[:, :t]
+    state, logits_SxBxCxV = _scan_segments(self.core, state, to_segments(tokens),
+                                           to_segments(valid), truncate_every,
+                                           whole_segment=whole, whole_sequence=one_chunk,
+                                           memory_given=carried)
+    logits = logits_SxBxCxV.transpose(1, 0, 2, 3).reshape(b, s * seg, -1)[:, :t]
+    return (logits, state.memory_MxBxNxD) if carried else logits
 
   def _maybe(self, state: DecodeState, tokens_BxC: Array, valid_BxC: Array,
              truncate_every: int = 0) -> tuple[DecodeState, Array]:

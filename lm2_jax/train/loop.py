@@ -40,7 +40,8 @@ from lm2_jax.train.metrics import EVAL_FILE, METRICS_FILE, TENSORBOARD_DIR, Metr
     MetricsWindow, NonFiniteMetric, human_seconds, peak_flops_per_device
 from lm2_jax.train.optim import make_optimizer
 from lm2_jax.train.preemption import StopSignal
-from lm2_jax.train.state import TrainState, abstract_state, create_state, state_shardings
+from lm2_jax.train.state import TrainState, abstract_state, create_state, fresh_memory, \
+    state_shardings
 from lm2_jax.train.step import train_step_cache
 
 log = logging.getLogger(__name__)
@@ -159,30 +160,38 @@ def _run(cfg: Config, workdir: str, mesh, mngr, tokenizer, evaluates: bool, prim
   abstract = abstract_state(cfg, tx)
   shard_index, shard_count = sharding.process_rows(mesh, t.batch_size)
   inputs = TrainInput(cfg, tokenizer, shard_index=shard_index, shard_count=shard_count)
+  target_memory = (None if abstract.memory is None else
+                   sharding.with_shardings(abstract.memory, shardings.memory))
   restored = checkpoint.restore_train_state(
       mngr, workdir, sharding.with_shardings(abstract.params, shardings.params),
       sharding.with_shardings(abstract.opt_state, shardings.opt_state), inputs, primary=primary,
-      start_over=start_over)
+      start_over=start_over, target_memory=target_memory)
   tokens_seen = 0
+  memory = None if abstract.memory is None else jax.jit(
+      lambda: fresh_memory(cfg), out_shardings=shardings.memory)()
   if restored is None and t.init_from:
     _, params, from_step = checkpoint.load_params(t.init_from, cfg, shardings.params)
     state = TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), shardings.step),
                        params=params,
-                       opt_state=jax.jit(tx.init, out_shardings=shardings.opt_state)(params))
+                       opt_state=jax.jit(tx.init, out_shardings=shardings.opt_state)(params),
+                       memory=memory)
     step, resumed = 0, (f"new run from the parameters of {t.init_from} (step {from_step}) "
                         "with a fresh optimizer")
   elif restored is None:
     state = create_state(cfg, tx, shardings)
     step, resumed = 0, "new run"
   else:
-    step, params, opt_state, meta, data_restored = restored
+    step, params, opt_state, meta, data_restored, saved_memory = restored
     resumed = f"resumed from {checkpoint.checkpoint_dir(workdir)}/{step}"
     if opt_state is None:
       opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
       resumed = (f"starting from the parameters of {checkpoint.checkpoint_dir(workdir)}/"
                  f"{step} with a fresh optimizer")
+    if memory is not None and saved_memory is None:  # saved by another setting
+      resumed += "; every row's carried memory restarts from the initial memory"
     state = TrainState(step=jax.device_put(jnp.asarray(step, jnp.int32), shardings.step),
-                       params=params, opt_state=opt_state)
+                       params=params, opt_state=opt_state,
+                       memory=memory if saved_memory is None else saved_memory)
     tokens_seen = int(meta.get("tokens", 0))
     if not data_restored or inputs.step != step:
       inputs = TrainInput(cfg, tokenizer, shard_index=shard_index, shard_count=shard_count,
@@ -322,7 +331,8 @@ class _Saves:
     self.poll(block=True)
     try:
       checkpoint.save_train_state(self.mngr, step, state.params, state.opt_state, self.inputs,
-                                  {"tokens": self.window.tokens, "time": time.time()})
+                                  {"tokens": self.window.tokens, "time": time.time()},
+                                  memory=state.memory)
     except Exception as e:  # pylint: disable=broad-except
       raise TrainingError(checkpoint.save_failed(self.workdir, step, e, self.confirmed)) from None
     self._in_flight = step

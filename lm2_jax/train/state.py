@@ -28,6 +28,35 @@ class TrainState:
   step: jax.Array       # int32 scalar: optimizer updates applied so far
   params: Any           # float32 master weights (unboxed)
   opt_state: Any
+  # train.memory_carry_steps > 0: what each row carries into the next step,
+  # {"memory_BxMxNxD": float32, the memory its last sequence left;
+  #  "valid_B": bool, False until the row has one (it then starts from the initial memory)};
+  # None otherwise.
+  memory: Any = None
+
+
+# Logical axes of TrainState.memory's arrays: rows as the batch's.
+MEMORY_AXES = {"memory_BxMxNxD": ("activation_batch", "layers", "memory_slots",
+                                  "activation_embed"),
+               "valid_B": ("activation_batch",)}
+
+
+def carried_memory_shapes(cfg: Config) -> dict[str, tuple[int, ...]] | None:
+  """The shapes of TrainState.memory, or None when training does not carry the memory."""
+  if not cfg.train.memory_carry_steps:
+    return None
+  m, b = cfg.model, cfg.train.batch_size
+  return {"memory_BxMxNxD": (b, m.num_memory_layers, m.memory.num_slots, m.width),
+          "valid_B": (b,)}
+
+
+def fresh_memory(cfg: Config):
+  """TrainState.memory with no row holding a memory yet (or None: no carrying)."""
+  shapes = carried_memory_shapes(cfg)
+  if shapes is None:
+    return None
+  return {"memory_BxMxNxD": jnp.zeros(shapes["memory_BxMxNxD"], jnp.float32),
+          "valid_B": jnp.zeros(shapes["valid_B"], bool)}
 
 
 def _init_fn(cfg: Config, tx: optax.GradientTransformation):
@@ -36,7 +65,8 @@ def _init_fn(cfg: Config, tx: optax.GradientTransformation):
 
   def init(rng):
     params = nn.unbox(model.init(rng, tokens)["params"])
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      memory=fresh_memory(cfg))
 
   return init
 
@@ -52,7 +82,12 @@ def state_shardings(cfg: Config, tx: optax.GradientTransformation, mesh: Mesh) -
   abstract = abstract_state(cfg, tx)
   opt = optax.tree_map_params(tx, lambda _, s: s, abstract.opt_state, params,
                               transform_non_params=lambda _: sharding.replicated(mesh))
-  return TrainState(step=sharding.replicated(mesh), params=params, opt_state=opt)
+  memory = None
+  shapes = carried_memory_shapes(cfg)
+  if shapes is not None:
+    memory = {k: sharding.logical_sharding(MEMORY_AXES[k], shape, mesh)
+              for k, shape in shapes.items()}
+  return TrainState(step=sharding.replicated(mesh), params=params, opt_state=opt, memory=memory)
 
 
 def create_state(cfg: Config, tx: optax.GradientTransformation,

@@ -42,19 +42,36 @@ def make_train_step(cfg: Config, tx: optax.GradientTransformation) -> Callable:
   schedule = learning_rate_schedule(t)
   rows = sharding.batch_spec()[0]
 
-  def grads_and_terms(params, inputs, targets, weights, total):
+  carry = t.memory_carry_steps
+
+  def grads_and_terms(params, inputs, targets, weights, total, memory_BxMxNxD, fresh_B):
     def loss(p):
-      logits = model.apply({"params": p}, inputs, truncate_every=t.truncate_every)
+      if memory_BxMxNxD is None:
+        logits, memory = model.apply({"params": p}, inputs, truncate_every=t.truncate_every), None
+      else:
+        logits, memory = model.apply({"params": p}, inputs, truncate_every=t.truncate_every,
+                                     memory_MxBxNxD=memory_BxMxNxD.swapaxes(0, 1),
+                                     fresh_B=fresh_B)
+        memory = jax.lax.stop_gradient(memory).swapaxes(0, 1)
       terms = loss_terms(logits, targets, weights)
-      return objective(terms, total, t.z_loss), terms
+      return objective(terms, total, t.z_loss), (terms, memory)
 
     return jax.grad(loss, has_aux=True)(params)
 
   def train_step(state: TrainState, batch: Batch):
     inputs, targets, weights = split_batch(batch["tokens"], batch["loss_mask"])
     total = jnp.maximum(weights.sum(), 1.0)
+    carried, fresh_B = None, None
+    if carry:
+      # Row b restarts from the initial memory every `carry` steps, the rows staggered so
+      # that every batch mixes memories of every age; and whenever it holds none yet.
+      b = inputs.shape[0]
+      offset_B = jnp.arange(b, dtype=jnp.int32) * carry // b
+      fresh_B = ((state.step + offset_B) % carry == 0) | ~state.memory["valid_B"]
+      carried = state.memory["memory_BxMxNxD"]
     if t.microbatches == 1:
-      grads, terms = grads_and_terms(state.params, inputs, targets, weights, total)
+      grads, (terms, memory) = grads_and_terms(state.params, inputs, targets, weights, total,
+                                               carried, fresh_B)
     else:
       a = t.microbatches
 
@@ -63,14 +80,24 @@ def make_train_step(cfg: Config, tx: optax.GradientTransformation) -> Callable:
         x = x.reshape(x.shape[0] // a, a, *x.shape[1:]).swapaxes(0, 1)
         return jax.lax.with_sharding_constraint(x, PartitionSpec(None, rows))
 
-      def body(carry, mb):
-        g_acc, terms_acc = carry
-        g, terms = grads_and_terms(state.params, *mb, total)
-        return (jax.tree.map(jnp.add, g_acc, g), terms_acc + terms), None
+      def unmicro(x):
+        return x.swapaxes(0, 1).reshape(-1, *x.shape[2:])
+
+      def body(acc, mb):
+        g_acc, terms_acc = acc
+        inputs_mb, targets_mb, weights_mb, memory_mb, fresh_mb = mb
+        g, (terms, memory) = grads_and_terms(state.params, inputs_mb, targets_mb, weights_mb,
+                                             total, memory_mb, fresh_mb)
+        return (jax.tree.map(jnp.add, g_acc, g), terms_acc + terms), memory
 
       zeros = jax.tree.map(jnp.zeros_like, state.params)
-      (grads, terms), _ = jax.lax.scan(body, (zeros, _zero_terms()),
-                                       (micro(inputs), micro(targets), micro(weights)))
+      split = (micro(inputs), micro(targets), micro(weights),
+               None if carried is None else micro(carried),
+               None if fresh_B is None else micro(fresh_B))
+      (grads, terms), memory = jax.lax.scan(body, (zeros, _zero_terms()), split)
+      memory = None if memory is None else unmicro(memory)
+    if memory is not None:
+      memory = {"memory_BxMxNxD": memory, "valid_B": jnp.ones_like(fresh_B)}
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -82,7 +109,8 @@ def make_train_step(cfg: Config, tx: optax.GradientTransformation) -> Callable:
         "lr": schedule(state.step),
         "target_tokens": terms.weight,
     }
-    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state,
+                      memory=memory), metrics
 
   return train_step
 
