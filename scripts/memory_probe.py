@@ -159,7 +159,8 @@ def main(argv=None) -> int:
     r = results[name]
     if "trace" in r:
       t = r["trace"]
-      marks = [i for i in (0, 15, 63, 255, 511, 1023) if i < len(t["memory_rms"])]
+      marks = [i for i in (0, 15, 63, 255, 511, 1023, 2047, 4095, 8191)
+               if i < len(t["memory_rms"])]
       print(f"[{name}] trace at segments {[i + 1 for i in marks]}: rms "
             f"{[round(t['memory_rms'][i], 3) for i in marks]}, kept "
             f"{[round(t['kept'][i], 4) for i in marks]}, slot similarity "
