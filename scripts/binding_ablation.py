@@ -105,6 +105,8 @@ scratch on the default's stream (seed 0):
   bpe_lm2_4k_carry_recall  bpe_lm2_4k_more_recall with `train.memory_carry_steps=40`: each
            row's memory runs on from one sequence into the next for up to 40 sequences
            (about 7,600 segments, as many as a 128K sample has)
+  bpe_lm2_4k_carry80_recall  the same with `train.memory_carry_steps=80` (about 15,000
+           segments): a 128K sample's length then falls inside the trained range
   bpe_lm2_mix  a fifth stage, from bpe_lm2_4k's weights: half the samples the stories
            alone (facts back to back, several in a segment, as at 0k), half in background
            with up to 6 stories and a 0-64-segment gap; 16-64 segments of batch 8, learning
@@ -290,6 +292,8 @@ VARIANTS["bpe_lm2_4k_more_recall"] = [
 # on a long-running memory move the far end?
 VARIANTS["bpe_lm2_4k_carry_recall"] = [*VARIANTS["bpe_lm2_4k_more_recall"],
                                        "train.memory_carry_steps=40"]
+VARIANTS["bpe_lm2_4k_carry80_recall"] = [*VARIANTS["bpe_lm2_4k_more_recall"],
+                                         "train.memory_carry_steps=80"]
 VARIANTS["bpe_lm2_4k_more2_recall"] = [
     o.replace("{workdir}/bpe_lm2_4k_recall", "{workdir}/bpe_lm2_4k_more_recall")
     for o in VARIANTS["bpe_lm2_4k_more_recall"]]
