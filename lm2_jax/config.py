@@ -320,6 +320,13 @@ class DataConfig:
   # most one of them, and with short segments their facts reach them only through the
   # memory (docs/results.md, "Asking every actor"). 0: off. Evaluation asks one question.
   recall_questions: int = 0
+  # BABILong with train.memory_carry_steps = k: this many rows of each batch (its last ones)
+  # hold episodes instead of records: the row's k carried sequences, from one memory
+  # restart to the next, are one long sample (1..episode_stories stories, facts spread
+  # over all of it) fed one sequence per step, so its questions ask about facts up to k
+  # sequences back, as at 64K-128K in evaluation (docs/training.md, "Episodes"). 0: off.
+  episode_rows: int = 0
+  episode_stories: int = 1
   shuffle: bool = True
   # Reader threads per host (0: read in the training thread).
   num_threads: int = 0
@@ -395,6 +402,7 @@ def validate(cfg: Config) -> Config:
   _validate_train(t, m, need)
   _validate_mesh(cfg.mesh, t, need)
   _validate_data(cfg.data, need)
+  _validate_episodes(cfg.data, t, need)
   return cfg
 
 
@@ -477,6 +485,17 @@ def check_batch_split(t: TrainConfig, row_axes: dict[str, int],
   if evaluates and t.eval_batch_size % dp:
     raise ConfigError(f"train.eval_batch_size: {t.eval_batch_size} is not divisible by the "
                       f"data-parallel size {dp} ({axes})")
+
+
+def _validate_episodes(d: DataConfig, t: TrainConfig, need):
+  need(0 <= d.episode_rows <= t.batch_size, "data.episode_rows",
+       f"must be in [0, train.batch_size={t.batch_size}], got {d.episode_rows}")
+  need(d.episode_stories >= 1, "data.episode_stories", f"must be >= 1, got {d.episode_stories}")
+  need(not d.episode_rows or t.memory_carry_steps > 0, "data.episode_rows",
+       "an episode spans the sequences a row's memory is carried over: it needs "
+       "train.memory_carry_steps > 0")
+  need(not d.episode_rows or d.kind == "babilong", "data.episode_rows",
+       f"episodes are BABILong samples: it needs data.kind=babilong, got {d.kind!r}")
 
 
 def _validate_data(d: DataConfig, need):

@@ -107,6 +107,11 @@ scratch on the default's stream (seed 0):
            (about 7,600 segments, as many as a 128K sample has)
   bpe_lm2_4k_carry80_recall  the same with `train.memory_carry_steps=80` (about 15,000
            segments): a 128K sample's length then falls inside the trained range
+  bpe_lm2_4k_carry20_recall  the same with `train.memory_carry_steps=20` (about 3,800
+           segments): the other side of the 40-sequence carry
+  bpe_lm2_4k_episodes_recall  bpe_lm2_4k_carry_recall with one row of two reading
+           episodes (`data.episode_rows=1`, `data.episode_stories=4`): 1-4 stories spread
+           over the row's 40 carried sequences, questions as far from their facts as at 64K-128K
   bpe_lm2_mix  a fifth stage, from bpe_lm2_4k's weights: half the samples the stories
            alone (facts back to back, several in a segment, as at 0k), half in background
            with up to 6 stories and a 0-64-segment gap; 16-64 segments of batch 8, learning
@@ -294,6 +299,13 @@ VARIANTS["bpe_lm2_4k_carry_recall"] = [*VARIANTS["bpe_lm2_4k_more_recall"],
                                        "train.memory_carry_steps=40"]
 VARIANTS["bpe_lm2_4k_carry80_recall"] = [*VARIANTS["bpe_lm2_4k_more_recall"],
                                          "train.memory_carry_steps=80"]
+VARIANTS["bpe_lm2_4k_carry20_recall"] = [*VARIANTS["bpe_lm2_4k_more_recall"],
+                                         "train.memory_carry_steps=20"]
+# The 40-sequence carry with one of the two rows reading episodes instead of records: one
+# to four stories spread over the row's 40 sequences (about 120K tokens), so its questions
+# ask about facts as far back as evaluation's at 64K-128K.
+VARIANTS["bpe_lm2_4k_episodes_recall"] = [*VARIANTS["bpe_lm2_4k_carry_recall"],
+                                          "data.episode_rows=1", "data.episode_stories=4"]
 VARIANTS["bpe_lm2_4k_more2_recall"] = [
     o.replace("{workdir}/bpe_lm2_4k_recall", "{workdir}/bpe_lm2_4k_more_recall")
     for o in VARIANTS["bpe_lm2_4k_more_recall"]]

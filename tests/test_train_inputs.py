@@ -146,3 +146,106 @@ def test_a_tokenizer_in_the_work_directory_replaces_the_default_bytes(tmp_path):
   assert resolved.data.tokenizer == str(tmp_path / "tokenizer.json")
   named = load_config(None, BABILONG + ["data.tokenizer=other/tokenizer.json"])
   assert preflight.resolve_tokenizer(named, str(tmp_path)) is named
+
+
+# Episodes: rows 2 and 3 of 4 hold one long sample per carry cycle of 3 steps, over
+# sequences of 2-4 segments of 64 tokens.
+EPISODES = BABILONG + ["train.curriculum.max_segments=[4]", "train.curriculum.min_segments=2",
+                       "train.memory_carry_steps=3", "data.episode_rows=2",
+                       "data.interleaved_questions=true", "data.recall_questions=2"]
+
+
+def _cycles(steps: int, row: int, rows: int = 4, carry: int = 3) -> dict[int, list[int]]:
+  from lm2_jax.train.state import carry_phase  # pylint: disable=g-import-not-at-top
+  out: dict[int, list[int]] = {}
+  for s in range(steps):
+    out.setdefault(carry_phase(s, row, rows, carry)[0], []).append(s)
+  return out
+
+
+def _episode_text(batches, steps, row):
+  """The tokens and mask of `row` over `steps`, the one-token overlaps removed."""
+  tokens = [batches[s]["tokens"][row] for s in steps]
+  masks = [batches[s]["loss_mask"][row] for s in steps]
+  for a, b in zip(tokens, tokens[1:]):
+    assert a[-1] == b[0]    # a step's last target is the next step's first input
+  for a, b in zip(masks, masks[1:]):
+    assert a[-1] == b[0]
+  return (np.concatenate([t[:-1] for t in tokens] + [tokens[-1][-1:]]),
+          np.concatenate([m[:-1] for m in masks] + [masks[-1][-1:]]))
+
+
+def test_episode_rows_hold_one_long_sample_per_carry_cycle():
+  """data.episode_rows: from one memory restart to the next, an episode row reads one
+  sample whose stories span the cycle's sequences; the other rows are the usual records."""
+  tok = ByteTokenizer()
+  cfg = load_config(None, EPISODES)
+  inputs = TrainInput(cfg, tok)
+  batches = [next(inputs) for _ in range(10)]
+  records = TrainInput(load_config(None, [o for o in EPISODES if "episode" not in o]), tok)
+  for batch, plain in zip(batches, (next(records) for _ in range(10))):
+    np.testing.assert_array_equal(batch["tokens"][:2], plain["tokens"][:2])
+    assert not np.array_equal(batch["tokens"][2:], plain["tokens"][2:])
+  rooms = {"bathroom", "bedroom", "garden", "hallway", "kitchen", "office"}
+  for row in (2, 3):
+    cycles = _cycles(10, row)
+    assert len(cycles) >= 4
+    for cycle, steps in cycles.items():
+      tokens, mask = _episode_text(batches, steps, row)
+      assert tokens[0] == tok.bos_id and tok.bos_id not in tokens[1:]
+      # The scored tokens are the answers (rooms) and the EOS closing each story.
+      answers = tok.decode(tokens[(mask > 0) & (tokens != tok.eos_id)]).split()
+      stories = int(((mask > 0) & (tokens == tok.eos_id)).sum())
+      assert answers and set(answers) <= rooms
+      assert stories >= 1 or steps[-1] == 9   # a cycle the ten steps cut short may hold none
+      assert tok.decode(tokens).count("Where is") >= len(answers)
+  # Resumed from a saved position, the episode rows continue where they were.
+  again = TrainInput(cfg, tok)
+  state = inputs.get_state()
+  more = [next(inputs) for _ in range(3)]
+  again.set_state(json.loads(json.dumps(state)))
+  for a, b in zip(more, (next(again) for _ in range(3))):
+    np.testing.assert_array_equal(a["tokens"], b["tokens"])
+    np.testing.assert_array_equal(a["loss_mask"], b["loss_mask"])
+  # With two hosts, the second holds global rows 2 and 3: the same episodes.
+  second = TrainInput(cfg, tok, shard_index=1, shard_count=2)
+  for step in range(4):
+    np.testing.assert_array_equal(next(second)["tokens"], batches[step]["tokens"][2:])
+
+
+def test_episode_rows_need_a_carried_memory():
+  from lm2_jax.config import ConfigError  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ConfigError, match=r"^data\.episode_rows: .*train\.memory_carry_steps > 0"):
+    load_config(None, BABILONG + ["data.episode_rows=1"])
+  with pytest.raises(ConfigError, match=r"^data\.episode_rows: must be in \[0, "
+                                        r"train\.batch_size=4\], got 5"):
+    load_config(None, BABILONG + ["train.memory_carry_steps=2", "data.episode_rows=5"])
+
+
+def test_an_episode_read_step_by_step_with_the_carried_memory_is_read_as_one_piece():
+  """What the train step computes on an episode row, its memory carried from step to step
+  and restarted where `carry_phase` says, is the model's output on the whole episode."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from lm2_jax.model import build_model  # pylint: disable=g-import-not-at-top
+  from lm2_jax.train.state import carry_phase  # pylint: disable=g-import-not-at-top
+
+  cfg = load_config(None, EPISODES + ["model.attention_scope=segment"])
+  model = build_model(cfg.model)
+  inputs = TrainInput(cfg, ByteTokenizer())
+  batches = [next(inputs) for _ in range(7)]
+  params = model.init(jax.random.key(0), jnp.asarray(batches[0]["tokens"][:, :64]))
+  apply = jax.jit(lambda x, m, f: model.apply(params, x, memory_MxBxNxD=m, fresh_B=f))
+  m = cfg.model
+  memory = jnp.zeros((m.num_memory_layers, 4, m.memory.num_slots, m.width))
+  logits = []
+  for step, batch in enumerate(batches):
+    fresh = np.array([carry_phase(step, b, 4, 3)[1] == 0 or step == 0 for b in range(4)])
+    out, memory = apply(jnp.asarray(batch["tokens"][:, :-1]), memory, jnp.asarray(fresh))
+    logits.append(np.asarray(out))
+  row = 3
+  steps = next(s for s in _cycles(7, row).values() if s[0] > 0 and len(s) == 3)
+  tokens, _ = _episode_text(batches, steps, row)
+  whole = np.asarray(model.apply(params, jnp.asarray(tokens[None, :-1])))[0]
+  stepwise = np.concatenate([logits[s][row] for s in steps])
+  np.testing.assert_allclose(stepwise, whole, rtol=1e-4, atol=1e-4)

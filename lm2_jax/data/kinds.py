@@ -156,6 +156,15 @@ class Babilong(DataKind):
                                  interleave=d.interleaved_questions and not held_out,
                                  recall=0 if held_out else d.recall_questions)
 
+  def episodes(self, cfg: Config, tokenizer: Tokenizer, seed: int):
+    """The source of data.episode_rows' long samples (`episode_source`)."""
+    from lm2_jax.data.babilong.stream import episode_source  # pylint: disable=g-import-not-at-top
+    d = cfg.data
+    return episode_source(d.tasks, tokenizer, seed=seed, haystack=d.haystack,
+                          end_jitter=cfg.model.segment_len if d.random_offset else 0,
+                          hard_questions=d.hard_questions,
+                          interleave=d.interleaved_questions, recall=d.recall_questions)
+
   def eval_stream(self, cfg: Config, tokenizer: Tokenizer, **where: Any) -> grain.IterDataset:
     # Scored as evaluation asks: one question at the end of each story.
     return self.train_stream(cfg, tokenizer, held_out=True, **where)

@@ -23,6 +23,7 @@ from lm2_jax.config import Config, ConfigError
 from lm2_jax.data import kinds as data_kinds
 from lm2_jax.data.tokenizers import Tokenizer
 from lm2_jax.train.curriculum import Curriculum
+from lm2_jax.train.state import carry_phase
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,54 @@ def score_all_tokens(batch: Batch, pad_id: int) -> Batch:
   return {"tokens": batch["tokens"], "loss_mask": mask}
 
 
+class EpisodeRows:
+  """data.episode_rows: the last rows of every global batch each hold one long sample per
+  carry cycle, a sequence of it per step.
+
+  Row b's cycle (`carry_phase`) runs from one memory restart to the next; its episode is a
+  sample as long as the cycle's sequences together (each step's length is the
+  curriculum's), generated when the row first needs it and cut into those sequences, each
+  overlapping the next by the one token that is both the last target of a step and the
+  first input of the next. Fed to a row whose memory the train step carries, the model
+  reads the episode exactly as it would read it in one piece, with the gradient truncated
+  at the step boundaries. A pure function of (seed, step, row), so resuming needs no state.
+  """
+
+  def __init__(self, cfg: Config, tokenizer: Tokenizer, curriculum: Curriculum, seed: int,
+               shard_index: int, local_batch: int):
+    t = cfg.train
+    self.carry, self.rows = t.memory_carry_steps, t.batch_size
+    self.stories = cfg.data.episode_stories
+    self.curriculum = curriculum
+    first = t.batch_size - cfg.data.episode_rows
+    # This host's local rows j whose global row shard_index * local_batch + j is an episode row.
+    self.local = {j: shard_index * local_batch + j for j in range(local_batch)
+                  if shard_index * local_batch + j >= first}
+    self.source = data_kinds.of(cfg.data).episodes(cfg, tokenizer, seed)
+    self._held: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}
+
+  def _episode(self, row: int, cycle: int, steps: range) -> tuple[np.ndarray, np.ndarray]:
+    held = self._held.get(row)
+    if held is None or held[0] != cycle:
+      length = sum(self.curriculum.seq_len(s) for s in steps) + 1
+      held = (cycle, *self.source.episode((row, cycle), length, self.stories))
+      self._held[row] = held
+    return held[1], held[2]
+
+  def fill(self, step: int, batch: Batch) -> Batch:
+    """`batch` (this host's rows for `step`) with its episode rows replaced."""
+    tokens, loss_mask = batch["tokens"].copy(), batch["loss_mask"].copy()
+    width = tokens.shape[1]
+    for j, row in self.local.items():
+      cycle, position = carry_phase(step, row, self.rows, self.carry)
+      start = step - position   # the cycle's first step: before 0 for a first cycle cut short
+      steps = range(max(start, 0), start + self.carry)
+      ids, mask = self._episode(row, cycle, steps)
+      offset = sum(self.curriculum.seq_len(s) for s in range(steps.start, step))
+      tokens[j], loss_mask[j] = ids[offset:offset + width], mask[offset:offset + width]
+    return {"tokens": tokens, "loss_mask": loss_mask}
+
+
 class TrainInput(grain.DatasetIterator):
   """This host's batches for successive steps: tokens int32[b, T+1], loss_mask float32[b, T+1].
 
@@ -65,6 +114,15 @@ class TrainInput(grain.DatasetIterator):
     # streams with a different seed rather than repeat the first batches.
     self.reseed = reseed
     self._streams: dict[int, grain.DatasetIterator] = {}
+    self.episodes = self._episodes()
+
+  def _episodes(self) -> EpisodeRows | None:
+    if not self.cfg.data.episode_rows:
+      return None
+    # Segment count 0, which no record stream uses.
+    seed = stream_seed(self.cfg.train.seed + self.reseed * 7919, _TRAIN, 0)
+    return EpisodeRows(self.cfg, self.tokenizer, self.curriculum, seed, self.shard_index,
+                       self.local_batch)
 
   def _stream(self, segments: int) -> grain.DatasetIterator:
     if segments not in self._streams:
@@ -78,9 +136,11 @@ class TrainInput(grain.DatasetIterator):
 
   def __next__(self) -> Batch:
     batch = next(self._stream(self.curriculum.segments(self.step)))
-    self.step += 1
     batch = {"tokens": np.asarray(batch["tokens"], np.int32),
              "loss_mask": np.asarray(batch["loss_mask"], np.float32)}
+    if self.episodes is not None:
+      batch = self.episodes.fill(self.step, batch)
+    self.step += 1
     if self.cfg.train.loss_mask == "all":
       batch = score_all_tokens(batch, self.tokenizer.pad_id)
     return batch
@@ -93,6 +153,7 @@ class TrainInput(grain.DatasetIterator):
     self.step = int(state["step"])
     self.reseed = int(state.get("reseed", 0))
     self._streams = {}
+    self.episodes = self._episodes()
     for n, stream_state in state["streams"].items():
       self._stream(int(n)).set_state(stream_state)
 

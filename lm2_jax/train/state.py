@@ -50,6 +50,18 @@ def carried_memory_shapes(cfg: Config) -> dict[str, tuple[int, ...]] | None:
           "valid_B": (b,)}
 
 
+def carry_phase(step, row, rows: int, carry: int):
+  """Where global row `row` of `rows` stands in its carry cycle at `step`: (cycle, position).
+
+  Row b restarts from the initial memory at the steps where position == 0 (and at the first
+  step it runs, holding none yet): every `carry` steps, the rows staggered by b * carry //
+  rows so that every batch mixes memories of every age. Works on ints and on jax arrays;
+  the train step and the episode rows of the input (train/inputs.py) both follow it.
+  """
+  shifted = step + row * carry // rows
+  return shifted // carry, shifted % carry
+
+
 def fresh_memory(cfg: Config):
   """TrainState.memory with no row holding a memory yet (or None: no carrying)."""
   shapes = carried_memory_shapes(cfg)

@@ -25,7 +25,7 @@ from lm2_jax.config import Config
 from lm2_jax.model import build_model
 from lm2_jax.train.loss import LossTerms, loss_terms, objective, split_batch, token_terms
 from lm2_jax.train.optim import learning_rate_schedule
-from lm2_jax.train.state import TrainState
+from lm2_jax.train.state import TrainState, carry_phase
 
 Batch = dict[str, jax.Array]  # {"tokens": int32[B, T+1], "loss_mask": float32[B, T+1]}
 
@@ -63,11 +63,11 @@ def make_train_step(cfg: Config, tx: optax.GradientTransformation) -> Callable:
     total = jnp.maximum(weights.sum(), 1.0)
     carried, fresh_B = None, None
     if carry:
-      # Row b restarts from the initial memory every `carry` steps, the rows staggered so
-      # that every batch mixes memories of every age; and whenever it holds none yet.
+      # Rows restart from the initial memory on a staggered cycle (`carry_phase`), and
+      # whenever they hold none yet.
       b = inputs.shape[0]
-      offset_B = jnp.arange(b, dtype=jnp.int32) * carry // b
-      fresh_B = ((state.step + offset_B) % carry == 0) | ~state.memory["valid_B"]
+      _, position_B = carry_phase(state.step, jnp.arange(b, dtype=jnp.int32), b, carry)
+      fresh_B = (position_B == 0) | ~state.memory["valid_B"]
       carried = state.memory["memory_BxMxNxD"]
     if t.microbatches == 1:
       grads, (terms, memory) = grads_and_terms(state.params, inputs, targets, weights, total,

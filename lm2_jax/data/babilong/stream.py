@@ -191,9 +191,12 @@ class _TrainingSource:
       self._short[task] = min(costs)
     return self._short[task]
 
-  def _sample(self, pick: random.Random, index, budget: int, fill: bool) -> dict:
+  def _sample(self, pick: random.Random, index, budget: int, fill: bool,
+              spread: bool = False) -> dict:
+    """One story in ``budget`` tokens; ``spread``: its facts anywhere, as in evaluation
+    (no ``max_gap`` draw)."""
     gap = None
-    if self.max_gap:
+    if self.max_gap and not spread:
       gap = int(math.exp(pick.uniform(0.0, math.log(self.max_gap + 1)))) - 1
     hard = self.hard_questions > 0 and pick.random() < self.hard_questions
     return _build(pick.choice(self.tasks), index, self.seed, self.tokenizer, self.haystack,
@@ -219,21 +222,49 @@ class _TrainingSource:
       tokens, loss_mask = sample_to_arrays(sample, self.tokenizer, self.seq_len,
                                            add_bos=self.add_bos)
       return {"tokens": tokens, "loss_mask": loss_mask}
-    # Stories of 0.5x to 1.5x the mean share, together filling the budget.
-    weights = [pick.uniform(0.5, 1.5) for _ in range(count)]
-    shares = [int(budget * w / sum(weights)) for w in weights]
-    ids: list[int] = [self.tokenizer.bos_id] if self.add_bos else []
-    targets: list[int] = []
-    for j, share in enumerate(shares):
-      story_ids, _, scored = _example_ids(self._sample(pick, (i, j), share, True),
-                                          self.tokenizer)
-      targets += [len(ids) + k for k in scored]
-      ids += story_ids
+    ids, targets = self._stories(pick, i, budget, count)
     tokens = np.full((self.seq_len,), self.tokenizer.pad_id, np.int32)
     tokens[:len(ids)] = ids
     loss_mask = np.zeros((self.seq_len,), np.float32)
     loss_mask[targets] = 1.0
     return {"tokens": tokens, "loss_mask": loss_mask}
+
+  def _stories(self, pick: random.Random, key, budget: int, count: int,
+               spread: bool = False) -> tuple[list[int], list[int]]:
+    """``count`` stories of 0.5x to 1.5x the mean share, together filling ``budget`` tokens
+    (BOS included): their ids and the indices of their scored answers."""
+    weights = [pick.uniform(0.5, 1.5) for _ in range(count)]
+    shares = [int(budget * w / sum(weights)) for w in weights]
+    ids: list[int] = [self.tokenizer.bos_id] if self.add_bos else []
+    targets: list[int] = []
+    for j, share in enumerate(shares):
+      story_ids, _, scored = _example_ids(self._sample(pick, (key, j), share, True, spread),
+                                          self.tokenizer)
+      targets += [len(ids) + k for k in scored]
+      ids += story_ids
+    return ids, targets
+
+  def episode(self, key, length: int, stories: int) -> tuple[np.ndarray, np.ndarray]:
+    """One long training sample, BOS first: (tokens int32[length], loss_mask
+    float32[length]), PAD after the last story.
+
+    It holds 1..``stories`` stories (fewer where they would not fit) whose facts lie
+    anywhere in their share, as in evaluation; the end jitters as records' do. A pure
+    function of (seed, key). Training feeds it a sequence at a time to a row whose memory
+    is carried (train/inputs.py).
+    """
+    pick = _rng(self.seed, "train", "episode", key)
+    budget = length
+    if self.end_jitter:
+      budget -= pick.randrange(min(self.end_jitter, budget // 2))
+    short = max(self.short_story(t) for t in self.tasks)
+    count = max(1, min(pick.randint(1, stories), budget // (3 * short)))
+    ids, targets = self._stories(pick, ("episode", key), budget, count, spread=True)
+    tokens = np.full((length,), self.tokenizer.pad_id, np.int32)
+    tokens[:len(ids)] = ids
+    loss_mask = np.zeros((length,), np.float32)
+    loss_mask[targets] = 1.0
+    return tokens, loss_mask
 
 
 def check_shortest(tasks: Sequence[str], lengths: Sequence[str | int] | None,
@@ -261,6 +292,17 @@ def check_shortest(tasks: Sequence[str], lengths: Sequence[str | int] | None,
         raise ValueError(
             f"{task}: no story fits a record of {budget} tokens"
             + (f" cut by up to {cut} for the random offset" if cut else "")) from None
+
+
+def episode_source(tasks: Sequence[str], tokenizer: Tokenizer | str, *, seed: int,
+                   haystack: Haystack | str | None = None, add_bos: bool = True,
+                   end_jitter: int = 0, hard_questions: float = 0.0,
+                   interleave: bool = False, recall: int = 0) -> _TrainingSource:
+  """The source of training episodes: ``.episode(key, length, stories)`` (arguments as
+  ``make_babilong_dataset``'s; an episode's facts lie anywhere in it, so no ``max_gap``)."""
+  tokenizer = load_tokenizer(tokenizer)
+  return _TrainingSource(tasks, (0,), tokenizer, load_haystack(haystack), 1, seed, add_bos,
+                         end_jitter, 0, 1, hard_questions, interleave, recall)
 
 
 def make_babilong_dataset(tasks: Sequence[str], lengths: Sequence[str | int] | None,
