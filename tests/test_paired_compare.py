@@ -1,0 +1,41 @@
+"""scripts/paired_compare.py: paired accuracy and the exact McNemar test on two prediction folders."""
+
+import csv
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
+
+import paired_compare  # pylint: disable=wrong-import-position,import-error
+
+
+def _write(folder, name, rows):
+  os.makedirs(folder, exist_ok=True)
+  with open(os.path.join(folder, name), "w", newline="", encoding="utf-8") as f:
+    w = csv.writer(f)
+    w.writerow(["target", "output", "question"])
+    w.writerows(rows)
+
+
+def test_mcnemar_matches_the_binomial_tail():
+  # 20 against 5 discordant: 2 * P(X <= 5), X ~ Binomial(25, 1/2) = 2 * 68406 / 2**25
+  assert paired_compare.mcnemar_p(20, 5) == pytest.approx(2 * 68406 / 2**25)
+  assert paired_compare.mcnemar_p(5, 20) == paired_compare.mcnemar_p(20, 5)
+  assert paired_compare.mcnemar_p(3, 3) == 1.0 and paired_compare.mcnemar_p(0, 0) == 1.0
+
+
+def test_counts_the_samples_each_model_alone_got_right(tmp_path, capsys):
+  q = "Where is Mary?"
+  _write(tmp_path / "a", "qa1_1k.csv", [["kitchen", "kitchen", q]] * 6 + [["garden", "office", q]] * 2)
+  _write(tmp_path / "b", "qa1_1k.csv", [["kitchen", "hallway", q]] * 6 + [["garden", "garden", q]] * 2)
+  [r] = paired_compare.compare(str(tmp_path / "a"), str(tmp_path / "b"))
+  assert (r["n"], r["a"], r["b"], r["only_a"], r["only_b"]) == (8, 6, 2, 6, 2)
+  assert paired_compare.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+  assert "| qa1_1k | 8 | 75.0" in capsys.readouterr().out
+  # Folders holding other samples are refused rather than paired.
+  _write(tmp_path / "c", "qa1_1k.csv", [["office", "office", q]] * 8)
+  with pytest.raises(SystemExit, match="row 2 holds different samples"):
+    paired_compare.compare(str(tmp_path / "a"), str(tmp_path / "c"))
+  assert paired_compare.main([str(tmp_path / "a"), str(tmp_path / "nowhere")]) == 2
