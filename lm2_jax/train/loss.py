@@ -28,6 +28,9 @@ class LossTerms:
   def __add__(self, other: "LossTerms") -> "LossTerms":
     return jax.tree.map(jnp.add, self, other)
 
+  def __sub__(self, other: "LossTerms") -> "LossTerms":
+    return jax.tree.map(jnp.subtract, self, other)
+
 
 def split_batch(tokens_BxT1: Array, loss_mask_BxT1: Array):
   """(inputs_BxT, targets_BxT, weights_BxT) from a batch of T + 1 tokens."""
@@ -43,11 +46,17 @@ def token_terms(logits_BxTxV: Array, targets_BxT: Array):
   return lse_BxT - target_logit, lse_BxT, correct_BxT
 
 
-def loss_terms(logits_BxTxV: Array, targets_BxT: Array, weights_BxT: Array) -> LossTerms:
-  ce, lse, correct = token_terms(logits_BxTxV, targets_BxT)
-  return LossTerms(ce=jnp.sum(ce * weights_BxT), z=jnp.sum(jnp.square(lse) * weights_BxT),
+def sum_terms(ce_BxT: Array, lse_BxT: Array, correct_BxT: Array,
+              weights_BxT: Array) -> LossTerms:
+  """`token_terms`' outputs summed under `weights_BxT`."""
+  return LossTerms(ce=jnp.sum(ce_BxT * weights_BxT),
+                   z=jnp.sum(jnp.square(lse_BxT) * weights_BxT),
                    weight=jnp.sum(weights_BxT),
-                   correct=jnp.sum(correct.astype(jnp.float32) * weights_BxT))
+                   correct=jnp.sum(correct_BxT.astype(jnp.float32) * weights_BxT))
+
+
+def loss_terms(logits_BxTxV: Array, targets_BxT: Array, weights_BxT: Array) -> LossTerms:
+  return sum_terms(*token_terms(logits_BxTxV, targets_BxT), weights_BxT)
 
 
 def objective(terms: LossTerms, total_weight: Array, z_loss: float) -> Array:

@@ -114,6 +114,31 @@ class NonFiniteMetric(ArithmeticError):
     self.step, self.key, self.value = step, key, value
 
 
+def _is_group_sum(key: str) -> bool:
+  return key.endswith(("/ce_sum", "/correct_sum", "/targets"))
+
+
+def window_groups(fetched: list[dict[str, Any]]) -> dict[str, float | None]:
+  """The loss and accuracy of each group of rows over a window's steps.
+
+  A step reports a group (the episode rows and the records rows of `data.episode_rows`) as
+  sums: `<group>/ce_sum`, `<group>/correct_sum`, `<group>/targets`. One step can hold few
+  of a group's targets or none, so the sums are added over the window before dividing:
+  `<group>/loss` and `<group>/accuracy` per target token (None without targets), and
+  `<group>/targets`.
+  """
+  groups = sorted(k[:-len("/targets")] for k in fetched[-1] if k.endswith("/targets"))
+  out: dict[str, float | None] = {}
+  for g in groups:
+    targets = float(sum(m[f"{g}/targets"] for m in fetched))
+    ce = float(sum(m[f"{g}/ce_sum"] for m in fetched))
+    correct = float(sum(m[f"{g}/correct_sum"] for m in fetched))
+    out[f"{g}/loss"] = ce / targets if targets else None
+    out[f"{g}/accuracy"] = correct / targets if targets else None
+    out[f"{g}/targets"] = targets
+  return out
+
+
 class MetricsWindow:
   """The steps since the last fetch from the devices, closed into one metrics record.
 
@@ -161,13 +186,13 @@ class MetricsWindow:
     self.tokens += tokens
     n = len(self._pending)
     last_step, last_seq, _ = self._pending[-1]
-    last = {k: float(v) for k, v in fetched[-1].items()}
+    last = {k: float(v) for k, v in fetched[-1].items() if not _is_group_sum(k)}
     record = {"step": last_step, "loss": last.pop("loss"), "lr": last.pop("lr"),
               "grad_norm": last.pop("grad_norm"), "tokens_per_sec": tokens / elapsed,
               "step_time": elapsed / n,
               "mfu": flops / elapsed / (self.peak * self.devices) if self.peak else None,
               **last, "seq_len": last_seq, "segments": last_seq // self.model_cfg.segment_len,
-              "tokens": self.tokens, "time": time.time()}
+              "tokens": self.tokens, "time": time.time(), **window_groups(fetched)}
     self._step_times.append(elapsed / n)
     self.restart()
     return record
@@ -249,6 +274,8 @@ class MetricsLogger:
              f"loss {record['loss']:.4f}"]
     if "accuracy" in record:
       parts.append(f"acc {record['accuracy']:.3f}")
+    if record.get("episodes/accuracy") is not None:
+      parts.append(f"episodes acc {record['episodes/accuracy']:.3f}")
     parts += [f"lr {record['lr']:.2e}", f"gnorm {record['grad_norm']:.3f}",
               f"{human(record['tokens_per_sec'])} tok/s",
               f"{record['step_time']:.3f} s/step"]

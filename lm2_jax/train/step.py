@@ -23,7 +23,7 @@ from jax.sharding import Mesh, PartitionSpec
 from lm2_jax import sharding
 from lm2_jax.config import Config
 from lm2_jax.model import build_model
-from lm2_jax.train.loss import LossTerms, loss_terms, objective, split_batch, token_terms
+from lm2_jax.train.loss import LossTerms, objective, split_batch, sum_terms, token_terms
 from lm2_jax.train.optim import learning_rate_schedule
 from lm2_jax.train.state import TrainState, carry_phase
 
@@ -43,8 +43,10 @@ def make_train_step(cfg: Config, tx: optax.GradientTransformation) -> Callable:
   rows = sharding.batch_spec()[0]
 
   carry = t.memory_carry_steps
+  episode_rows = cfg.data.episode_rows
 
-  def grads_and_terms(params, inputs, targets, weights, total, memory_BxMxNxD, fresh_B):
+  def grads_and_terms(params, inputs, targets, weights, total, memory_BxMxNxD, fresh_B,
+                      episode_B):
     def loss(p):
       if memory_BxMxNxD is None:
         logits, memory = model.apply({"params": p}, inputs, truncate_every=t.truncate_every), None
@@ -53,15 +55,22 @@ def make_train_step(cfg: Config, tx: optax.GradientTransformation) -> Callable:
                                      memory_MxBxNxD=memory_BxMxNxD.swapaxes(0, 1),
                                      fresh_B=fresh_B)
         memory = jax.lax.stop_gradient(memory).swapaxes(0, 1)
-      terms = loss_terms(logits, targets, weights)
-      return objective(terms, total, t.z_loss), (terms, memory)
+      per_token = token_terms(logits, targets)
+      terms = sum_terms(*per_token, weights)
+      # The episode rows' share of the sums, for the log (the loss is the batch's).
+      episodes = (_zero_terms() if episode_B is None
+                  else sum_terms(*per_token, weights * episode_B[:, None]))
+      return objective(terms, total, t.z_loss), (terms, episodes, memory)
 
     return jax.grad(loss, has_aux=True)(params)
 
   def train_step(state: TrainState, batch: Batch):
     inputs, targets, weights = split_batch(batch["tokens"], batch["loss_mask"])
     total = jnp.maximum(weights.sum(), 1.0)
-    carried, fresh_B = None, None
+    carried, fresh_B, episode_B = None, None, None
+    if episode_rows:
+      b = inputs.shape[0]
+      episode_B = (jnp.arange(b) >= b - episode_rows).astype(jnp.float32)
     if carry:
       # Rows restart from the initial memory on a staggered cycle (`carry_phase`), and
       # whenever they hold none yet.
@@ -70,8 +79,8 @@ def make_train_step(cfg: Config, tx: optax.GradientTransformation) -> Callable:
       fresh_B = (position_B == 0) | ~state.memory["valid_B"]
       carried = state.memory["memory_BxMxNxD"]
     if t.microbatches == 1:
-      grads, (terms, memory) = grads_and_terms(state.params, inputs, targets, weights, total,
-                                               carried, fresh_B)
+      grads, (terms, episodes, memory) = grads_and_terms(
+          state.params, inputs, targets, weights, total, carried, fresh_B, episode_B)
     else:
       a = t.microbatches
 
@@ -84,17 +93,16 @@ def make_train_step(cfg: Config, tx: optax.GradientTransformation) -> Callable:
         return x.swapaxes(0, 1).reshape(-1, *x.shape[2:])
 
       def body(acc, mb):
-        g_acc, terms_acc = acc
-        inputs_mb, targets_mb, weights_mb, memory_mb, fresh_mb = mb
-        g, (terms, memory) = grads_and_terms(state.params, inputs_mb, targets_mb, weights_mb,
-                                             total, memory_mb, fresh_mb)
-        return (jax.tree.map(jnp.add, g_acc, g), terms_acc + terms), memory
+        g_acc, terms_acc, episodes_acc = acc
+        g, (terms, episodes, memory) = grads_and_terms(state.params, *mb[:3], total, *mb[3:])
+        return (jax.tree.map(jnp.add, g_acc, g), terms_acc + terms,
+                episodes_acc + episodes), memory
 
       zeros = jax.tree.map(jnp.zeros_like, state.params)
-      split = (micro(inputs), micro(targets), micro(weights),
-               None if carried is None else micro(carried),
-               None if fresh_B is None else micro(fresh_B))
-      (grads, terms), memory = jax.lax.scan(body, (zeros, _zero_terms()), split)
+      split = tuple(None if x is None else micro(x)
+                    for x in (inputs, targets, weights, carried, fresh_B, episode_B))
+      (grads, terms, episodes), memory = jax.lax.scan(
+          body, (zeros, _zero_terms(), _zero_terms()), split)
       memory = None if memory is None else unmicro(memory)
     if memory is not None:
       memory = {"memory_BxMxNxD": memory, "valid_B": jnp.ones_like(fresh_B)}
@@ -109,6 +117,12 @@ def make_train_step(cfg: Config, tx: optax.GradientTransformation) -> Callable:
         "lr": schedule(state.step),
         "target_tokens": terms.weight,
     }
+    if episode_rows:
+      # Sums, which the log adds up over its window (an episode row has a target only now
+      # and then): MetricsWindow turns them into the two groups' loss and accuracy.
+      for group, g in (("episodes", episodes), ("records", terms - episodes)):
+        metrics.update({f"{group}/ce_sum": g.ce, f"{group}/correct_sum": g.correct,
+                        f"{group}/targets": g.weight})
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state,
                       memory=memory), metrics
 
