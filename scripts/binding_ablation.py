@@ -112,6 +112,9 @@ scratch on the default's stream (seed 0):
   bpe_lm2_4k_episodes_recall  bpe_lm2_4k_carry_recall with one row of two reading
            episodes (`data.episode_rows=1`, `data.episode_stories=4`): 1-4 stories spread
            over the row's 40 carried sequences, questions as far from their facts as at 64K-128K
+  bpe_lm2_4k_episodes_qa1to5  bpe_lm2_4k_episodes_recall's weights trained 1,600 more steps
+           the same way on qa1-qa5 (`data.tasks`), the tasks drawn per story; evaluate with
+           `--tasks qa1,qa2,qa3,qa4,qa5`
   bpe_lm2_mix  a fifth stage, from bpe_lm2_4k's weights: half the samples the stories
            alone (facts back to back, several in a segment, as at 0k), half in background
            with up to 6 stories and a 0-64-segment gap; 16-64 segments of batch 8, learning
@@ -306,6 +309,13 @@ VARIANTS["bpe_lm2_4k_carry20_recall"] = [*VARIANTS["bpe_lm2_4k_more_recall"],
 # ask about facts as far back as evaluation's at 64K-128K.
 VARIANTS["bpe_lm2_4k_episodes_recall"] = [*VARIANTS["bpe_lm2_4k_carry_recall"],
                                           "data.episode_rows=1", "data.episode_stories=4"]
+# The five tasks from the qa1 model: does what its memory learned for qa1 carry to qa2-qa5
+# (more supporting facts, objects, relations) in a second stage at the same lengths?
+VARIANTS["bpe_lm2_4k_episodes_qa1to5"] = [
+    o for o in VARIANTS["bpe_lm2_4k_episodes_recall"]
+    if not o.startswith(("train.steps", "train.init_from"))] + [
+    "train.steps=1600", "train.init_from={workdir}/bpe_lm2_4k_episodes_recall",
+    "data.tasks=[qa1,qa2,qa3,qa4,qa5]"]
 VARIANTS["bpe_lm2_4k_more2_recall"] = [
     o.replace("{workdir}/bpe_lm2_4k_recall", "{workdir}/bpe_lm2_4k_more_recall")
     for o in VARIANTS["bpe_lm2_4k_more_recall"]]
@@ -314,6 +324,7 @@ VARIANTS["bpe_lm2_4k_more2_recall"] = [
 def main(argv=None) -> int:
   p = ablation_parser(__doc__, "binding", VARIANTS)
   p.add_argument("--lengths", default="0k,1k,4k,16k")
+  p.add_argument("--tasks", default="qa1", help="the tasks to evaluate, comma-separated")
   args = p.parse_args(argv)
   names = pick_variants(args.variants, VARIANTS)
   if names is None:
@@ -336,7 +347,7 @@ def main(argv=None) -> int:
       subprocess.run(cmd, cwd=ROOT, check=True)
     output = os.path.join(args.workdir, "eval", f"{name}.json")
     cmd = [sys.executable, "eval.py", "--checkpoint", workdir, "--name", name, "--task",
-           "babilong", "--tasks", "qa1", "--lengths", args.lengths, "--num-samples",
+           "babilong", "--tasks", args.tasks, "--lengths", args.lengths, "--num-samples",
            str(args.num_samples), "--seed", str(args.seed), "--output", output, "--no-progress"]
     print("$", " ".join(cmd[1:]), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)

@@ -108,9 +108,9 @@ def test_hard_questions_must_be_a_fraction(value):
 
 @pytest.mark.parametrize("overrides, expected", [
     (["data.recall_questions=-1"], r"^data\.recall_questions: must be >= 0, got -1"),
-    (["data.recall_questions=2", "data.tasks=[qa1,qa2]"],
-     r"^data\.recall_questions: .*needs data\.kind babilong with data\.tasks \[qa1\]; "
-     r"got data\.kind=babilong, data\.tasks=\['qa1', 'qa2'\]"),
+    (["data.recall_questions=2", "data.tasks=[qa2,qa3]"],
+     r"^data\.recall_questions: .*needs data\.kind babilong with qa1 in data\.tasks; "
+     r"got data\.kind=babilong, data\.tasks=\['qa2', 'qa3'\]"),
 ])
 def test_recall_questions_need_qa1_stories(overrides, expected):
   with pytest.raises(ConfigError, match=expected):

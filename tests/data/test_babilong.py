@@ -418,6 +418,22 @@ def test_recall_questions_ask_the_other_actors_after_the_answer(tokenizer, reque
   assert (short["loss_mask"].sum(axis=1) >= 2).all()
 
 
+def test_in_a_stream_of_several_tasks_only_qa1_stories_get_recall_questions():
+  """recall with data.tasks [qa1, qa2]: qa1 samples end with questions about their other
+  actors; qa2 samples (where an object is) end at their answer's EOS, as without recall."""
+  tok = ByteTokenizer()
+  batch = next(iter(make_babilong_dataset(["qa1", "qa2"], [0], tok, seq_len=1024,
+                                          batch_size=32, seed=5, recall=3)))
+  tails = {"qa1": [], "qa2": []}
+  for tokens in batch["tokens"]:
+    eos = int(np.flatnonzero(tokens == tok.eos_id)[0])
+    task = "qa2" if re.search(r"Where is the \w+\?", tok.decode(tokens[1:eos])) else "qa1"
+    tails[task].append(tok.decode(tokens[eos + 1:][tokens[eos + 1:] != tok.pad_id]))
+  assert tails["qa1"] and tails["qa2"]
+  assert all(t.startswith(" Question: Where is ") for t in tails["qa1"])
+  assert all(t == "" for t in tails["qa2"])
+
+
 @pytest.mark.parametrize("tokenizer", ["byte", "bpe"])
 def test_interleaved_questions_score_every_answer_where_the_story_asks(tokenizer, request):
   """interleave: a story's earlier questions stay in its text, each followed by its answer;

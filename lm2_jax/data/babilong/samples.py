@@ -136,8 +136,8 @@ def _build(task: str, index: int, seed: int, tokenizer: Tokenizer, haystack: Hay
   "redrawn". With ``interleave`` the story's earlier questions stay in the text where the
   story asks them, each followed by its answer (``answered_question``), and the sample's
   ``"answered"`` lists those pieces in order (the training stream scores their answers).
-  With ``recall`` (qa1) the sample's ``"recall"`` asks where up to that many other actors of
-  the story are at its end, in a random order, each piece answered (``recall_pieces``); they
+  With ``recall``, a qa1 sample's ``"recall"`` asks where up to that many other actors of
+  the story are at its end (other tasks' samples have none), in a random order, each piece answered (``recall_pieces``); they
   count against the budget, as the question does.
   """
   for attempt in range(_MAX_ATTEMPTS):
@@ -154,7 +154,7 @@ def _build(task: str, index: int, seed: int, tokenizer: Tokenizer, haystack: Hay
       answered = [answered_question(q.text, q.answer) for q in whole.questions[:asked]]
       pieces = _interleave(story.facts, whole.questions[:asked], answered)
     recalled = recall_pieces(story, recall, _rng(seed, split, "recall", task, index, attempt)
-                             ) if recall else ()
+                             ) if recall and task == "qa1" else ()
     limit = budget
     if limit is not None and overhead is not None:
       limit -= overhead(story)
