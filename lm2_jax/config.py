@@ -158,6 +158,12 @@ class ModelConfig:
       return 0
     return self.num_layers if self.memory.layers == -1 else self.memory.layers
 
+  @property
+  def carried_memory_layers(self) -> int:
+    """M of the memory [M, B, N, D] one sequence can hand to the next (the model's
+    `memory_MxBxNxD`): the LM2 memory layers, 1 for the RMT's memory tokens, 0 without."""
+    return 1 if self.memory.kind == "rmt" else self.num_memory_layers
+
 
 @dataclasses.dataclass(frozen=True)
 class CurriculumConfig:
@@ -225,7 +231,7 @@ class TrainConfig:
   # left (no gradient flows back into it) and from the initial memory only every k steps,
   # the rows staggered; so training reads and writes memories that have run over up to k
   # sequences, as evaluation at 128K does. The carried memory is part of the checkpoint.
-  # LM2 memories only. 0: every sequence starts from the initial memory.
+  # LM2 memories and the RMT's memory tokens. 0: every sequence starts from the initial memory.
   memory_carry_steps: int = 0
   # A new run starts from the parameters of this work directory's newest checkpoint (or of
   # one step's folder), with a fresh optimizer at step 0: the next stage of a curriculum
@@ -423,9 +429,9 @@ def _validate_train(t: TrainConfig, m: ModelConfig, need):
   need(t.truncate_every >= 0, "train.truncate_every", f"must be >= 0, got {t.truncate_every}")
   need(t.memory_carry_steps >= 0, "train.memory_carry_steps",
        f"must be >= 0, got {t.memory_carry_steps}")
-  need(not t.memory_carry_steps or (m.memory.kind == "lm2" and m.num_memory_layers > 0),
-       "train.memory_carry_steps", "carries an LM2 memory: it needs model.memory.kind=lm2 "
-       f"with memory layers, got kind {m.memory.kind!r}")
+  need(not t.memory_carry_steps or m.carried_memory_layers > 0,
+       "train.memory_carry_steps", "carries a memory: it needs model.memory.kind=lm2 "
+       f"with memory layers, or rmt, got kind {m.memory.kind!r}")
   for key in ("checkpoint_every", "keep", "log_every", "eval_batch_size"):
     need(getattr(t, key) >= 1, f"train.{key}", f"must be >= 1, got {getattr(t, key)}")
   for key in ("keep_period", "eval_every", "eval_samples"):

@@ -53,6 +53,9 @@ def test_resolved_config_round_trips(tmp_path):
                                      r"bfloat16 or float16, got 'float32'"),
     (["model.memory.enabled=false", "model.memory.kind=lm2"],
      r"model\.memory\.enabled: false contradicts model\.memory\.kind='lm2'"),
+    (["model.memory.kind=none", "train.memory_carry_steps=4"],
+     r"train\.memory_carry_steps: carries a memory: it needs model\.memory\.kind=lm2 with "
+     r"memory layers, or rmt, got kind 'none'"),
 ])
 def test_errors_name_the_key(override, message):
   with pytest.raises(ConfigError, match=message):

@@ -262,7 +262,7 @@ def test_a_carried_memory_continues_the_sequence_it_came_from():
   alone = np.asarray(jitted(model)(variables, second))
   np.testing.assert_allclose(np.asarray(logits[1]), alone[1], rtol=1e-6, atol=1e-6)
   assert np.abs(alone[0] - whole[0, 2 * SEG:]).max() > 1e-3   # the memory mattered
-  with pytest.raises(ValueError, match="memory.kind=lm2"):
+  with pytest.raises(ValueError, match=r"memory.kind=lm2 \(with memory layers\) or rmt"):
     _, vanilla = make("segment", memory=False)
     vanilla.apply(init(vanilla, 0, first), first, memory_MxBxNxD=junk)
 

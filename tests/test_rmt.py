@@ -131,6 +131,26 @@ def test_streaming_equals_one_shot():
   assert state.pos_B.tolist() == [t, t]
 
 
+def test_a_carried_memory_continues_the_sequence_it_came_from():
+  """train.memory_carry_steps for RMT: a sequence started from the memory tokens another
+  left (one memory layer, [1, B, N, D]) computes what the two as one sequence compute; a
+  row marked fresh reads the learned initial memory instead."""
+  cfg, params = tiny()
+  model = build_model(cfg)
+  first, second = tokens_of(cfg, 2, 2 * SEG, seed=1), tokens_of(cfg, 2, 2 * SEG, seed=2)
+  fwd = jax.jit(lambda p, x, m, f: model.apply({"params": p}, x, memory_MxBxNxD=m, fresh_B=f))
+  whole = np.asarray(jitted(model)(params, jnp.concatenate([first, second], axis=1)))
+  junk = jnp.full((1, 2, N, cfg.width), 7.0)
+  logits, memory = fwd(params, first, junk, jnp.array([True, True]))
+  assert memory.shape == (1, 2, N, cfg.width)
+  np.testing.assert_allclose(np.asarray(logits), whole[:, :2 * SEG], rtol=1e-5, atol=1e-5)
+  logits, _ = fwd(params, second, memory, jnp.array([False, True]))
+  np.testing.assert_allclose(np.asarray(logits[0]), whole[0, 2 * SEG:], rtol=1e-5, atol=1e-5)
+  alone = np.asarray(jitted(model)(params, second))
+  np.testing.assert_allclose(np.asarray(logits[1]), alone[1], rtol=1e-5, atol=1e-5)
+  assert np.abs(alone[0] - whole[0, 2 * SEG:]).max() > 1e-3   # the memory mattered
+
+
 def test_engine_generation_equals_the_full_forward_across_boundaries():
   """Ragged prompts in one batch, prefilled in whole segments and a tail, then decoded
   token by token across segment boundaries (where the memory tokens are written)."""

@@ -36,9 +36,12 @@ def _steps(over, steps):
   return batches, out
 
 
-@pytest.mark.parametrize("microbatches", [1, 2])
-def test_the_episode_rows_are_logged_apart_from_the_records(microbatches):
-  batches, metrics = _steps([f"train.microbatches={microbatches}"], 6)
+@pytest.mark.parametrize("over", [["train.microbatches=1"], ["train.microbatches=2"],
+                                  ["model.memory.kind=rmt", "model.attention_scope=segment"]])
+def test_the_episode_rows_are_logged_apart_from_the_records(over):
+  """Also with micro-batches (rows i * A + k form micro-batch k) and with the RMT's memory
+  tokens carried instead of the LM2 memory."""
+  batches, metrics = _steps(over, 6)
   for batch, m in zip(batches, metrics):
     # What each group's targets are: the loss mask's (shifted by one) on its rows.
     mask = batch["loss_mask"][:, 1:]

@@ -93,14 +93,26 @@ class RMTCore(Core):
                                                    (k_cache, v_cache, None, None), ctx)
     return self.final_norm(x), k_cache, v_cache
 
+  def memory_of(self, state: RMTState) -> Array:
+    """The read-memory tokens as one memory layer, [1, B, N, D] (Core.memory_of's shape)."""
+    return state.memory_BxNxD[None]
+
+  def with_memory(self, state: RMTState, memory_1xBxNxD: Array, fresh_B: Array) -> RMTState:
+    """`state` reading `memory_1xBxNxD` next, the learned initial memory in rows `fresh_B`."""
+    return state.replace(memory_BxNxD=jnp.where(
+        fresh_B[:, None, None], self.memory_init[None], memory_1xBxNxD[0].astype(jnp.float32)))
+
   def __call__(self, state: RMTState, chunk, truncate_every: int = 0,
-               whole_segment: bool = False, whole_sequence: bool = False):
+               whole_segment: bool = False, whole_sequence: bool = False,
+               memory_given: bool = False):
     """(state, (tokens_BxC, valid_BxC)) -> (state, logits_BxCxV float32).
 
     The chunk must not cross a segment boundary: pos % segment_len + C <= segment_len.
     Only the first valid_BxC.sum(-1) tokens of a row count (right padding). Every pass
     runs through the caches (the memory tokens sit in them), so `whole_segment` and
     `whole_sequence`, Core's shortcuts for the one-shot forward, change nothing here.
+    `memory_given`: a row at position 0 reads the state's memory (its caller put the
+    memory to start from there) instead of the learned initial one.
     """
     tokens_BxC, valid_BxC = chunk
     cfg = self.cfg
@@ -112,7 +124,9 @@ class RMTCore(Core):
     count_B = valid_BxC.sum(-1).astype(jnp.int32)
     read_B = (seg_start_B == 0) & (count_B > 0)    # rows that start a segment now
     write_B = seg_start_B + count_B == seg          # rows that complete their segment now
-    memory = jnp.where((pos_B == 0)[:, None, None], self.memory_init[None], state.memory_BxNxD)
+    memory = state.memory_BxNxD
+    if not memory_given:
+      memory = jnp.where((pos_B == 0)[:, None, None], self.memory_init[None], memory)
     if truncate_every:
       # Truncated back-propagation through time: no gradient flows into the memory across
       # every truncate_every-th segment boundary; never at segment 0, whose memory is the

@@ -207,6 +207,16 @@ class Core(nn.Module):
     return jnp.broadcast_to(identity_memory(cfg.memory.num_slots, cfg.width),
                             (cfg.num_memory_layers, cfg.memory.num_slots, cfg.width))
 
+  def memory_of(self, state: DecodeState) -> Array:
+    """The memory a state holds, [M, B, N, D]: what training carries to the next sequence."""
+    return state.memory_MxBxNxD
+
+  def with_memory(self, state: DecodeState, memory_MxBxNxD: Array, fresh_B: Array):
+    """`state` holding `memory_MxBxNxD`, the initial memory in the rows `fresh_B` marks."""
+    return state.replace(memory_MxBxNxD=jnp.where(
+        fresh_B[None, :, None, None], self.initial_memory()[:, None],
+        memory_MxBxNxD.astype(jnp.float32)))
+
   def _context(self, state: DecodeState, valid_BxC: Array, cached: bool) -> _ChunkContext:
     cfg = self.cfg
     c = valid_BxC.shape[1]
@@ -306,9 +316,8 @@ class Core(nn.Module):
 def _scan_segments(core: Core, state: DecodeState, tokens_SxBxC: Array, valid_SxBxC: Array,
                    truncate_every: int, whole_segment: bool = False,
                    whole_sequence: bool = False, memory_given: bool = False):
-  extra = {"memory_given": True} if memory_given else {}  # (the RMT's core has no such flag)
   body = nn.scan(lambda mdl, st, xs: mdl(st, xs, truncate_every, whole_segment, whole_sequence,
-                                         **extra),
+                                         memory_given),
                  variable_broadcast="params", variable_axes={"intermediates": 0},
                  split_rngs={"params": False})
   return body(core, state, (tokens_SxBxC, valid_SxBxC))
@@ -326,15 +335,17 @@ class LM2(nn.Module):
                memory_MxBxNxD: Array | None = None, fresh_B: Array | None = None):
     """One-shot forward over whole sequences (any T; the last segment may be partial).
 
-    Returns logits_BxTxV. With `memory_MxBxNxD` (LM2 memories only) the rows start from
-    that memory instead of the initial one, except the rows `fresh_B` marks, and the
-    call returns (logits_BxTxV, memory_MxBxNxD after the last whole segment): training
-    carries the memory from one sequence to the next this way (train.memory_carry_steps).
+    Returns logits_BxTxV. With `memory_MxBxNxD` the rows start from that memory instead of
+    the initial one, except the rows `fresh_B` marks, and the call returns (logits_BxTxV,
+    memory_MxBxNxD after the last whole segment): training carries the memory from one
+    sequence to the next this way (train.memory_carry_steps). M is the number of memory
+    layers for kind lm2; the RMT's memory tokens are one layer (M = 1).
     """
     cfg = self.cfg
     carried = memory_MxBxNxD is not None
-    if carried and (cfg.memory.kind != "lm2" or not cfg.num_memory_layers):
-      raise ValueError("LM2: a memory to start from needs model.memory.kind=lm2")
+    if carried and not cfg.carried_memory_layers:
+      raise ValueError("LM2: a memory to start from needs model.memory.kind=lm2 (with memory "
+                       "layers) or rmt")
     b, t = tokens_BxT.shape
     # Without a memory, full scope is plain causal attention over the sequence. A fused
     # kernel (model.attention_impl xla or cudnn) takes it as one chunk attending within
@@ -357,9 +368,7 @@ class LM2(nn.Module):
                             v_cache_LxBxKxGxH=state.v_cache_LxBxKxGxH[:, :, :0])
     if carried:
       fresh = jnp.zeros((b,), bool) if fresh_B is None else fresh_B
-      state = state.replace(memory_MxBxNxD=jnp.where(
-          fresh[None, :, None, None], self.core.initial_memory()[:, None],
-          memory_MxBxNxD.astype(jnp.float32)))
+      state = self.core.with_memory(state, memory_MxBxNxD, fresh)
     # A fresh state is at a segment boundary: the segments are the plain reshape.
     tokens = jnp.pad(tokens_BxT, ((0, 0), (0, s * seg - t)))
     valid = jnp.broadcast_to(jnp.arange(s * seg) < t, tokens.shape)
@@ -369,7 +378,7 @@ class LM2(nn.Module):
                                            whole_segment=whole, whole_sequence=one_chunk,
                                            memory_given=carried)
     logits = logits_SxBxCxV.transpose(1, 0, 2, 3).reshape(b, s * seg, -1)[:, :t]
-    return (logits, state.memory_MxBxNxD) if carried else logits
+    return (logits, self.core.memory_of(state)) if carried else logits
 
   def _maybe(self, state: DecodeState, tokens_BxC: Array, valid_BxC: Array,
              truncate_every: int = 0) -> tuple[DecodeState, Array]:

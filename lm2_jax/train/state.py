@@ -46,7 +46,7 @@ def carried_memory_shapes(cfg: Config) -> dict[str, tuple[int, ...]] | None:
   if not cfg.train.memory_carry_steps:
     return None
   m, b = cfg.model, cfg.train.batch_size
-  return {"memory_BxMxNxD": (b, m.num_memory_layers, m.memory.num_slots, m.width),
+  return {"memory_BxMxNxD": (b, m.carried_memory_layers, m.memory.num_slots, m.width),
           "valid_B": (b,)}
 
 
