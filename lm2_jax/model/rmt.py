@@ -76,11 +76,12 @@ class RMTCore(Core):
 
   def _blocks(self, x_BxCxD: Array, start_B: Array, k_cache, v_cache):
     """All blocks over C inputs at cache slots (and rotary positions) start_B + 0..C-1, each
-    attending to the slots up to its own."""
+    attending to the slots up to its own. Without caches (None) the C inputs attend causally
+    among themselves, at positions 0..C-1 (start_B must be 0)."""
     cfg = self.cfg
     b, c = x_BxCxD.shape[:2]
     q_idx_BxC = start_B[:, None] + jnp.arange(c, dtype=jnp.int32)
-    slots = k_cache.shape[2]
+    slots = c if k_cache is None else k_cache.shape[2]
     mask = jnp.arange(slots, dtype=jnp.int32)[None, None, :] <= q_idx_BxC[:, :, None]
     cos, sin = rope_tables(q_idx_BxC, rope_inv_freq(cfg.resolved_head_dim, cfg.rope_theta,
                                                      cfg.rope_scaling))
@@ -109,9 +110,12 @@ class RMTCore(Core):
 
     The chunk must not cross a segment boundary: pos % segment_len + C <= segment_len.
     Only the first valid_BxC.sum(-1) tokens of a row count (right padding). Every pass
-    runs through the caches (the memory tokens sit in them), so `whole_segment` and
-    `whole_sequence`, Core's shortcuts for the one-shot forward, change nothing here.
-    `memory_given`: a row at position 0 reads the state's memory (its caller put the
+    runs through the caches (the memory tokens sit in them), except with `whole_segment`
+    (the one-shot forward: the chunk is a whole segment from its start, a final partial one
+    right-padded): then [read; segment; write] is one causal pass of 2N + S positions
+    without caches, the same attention and positions in a third of the block passes, and
+    the state's caches are neither read nor written (its caller passes them empty).
+    `whole_sequence` does not apply. `memory_given`: a row at position 0 reads the state's memory (its caller put the
     memory to start from there) instead of the learned initial one.
     """
     tokens_BxC, valid_BxC = chunk
@@ -137,6 +141,20 @@ class RMTCore(Core):
     memory_x = memory.astype(dtype)
     kc, vc = state.k_cache_LxBxKxGxH, state.v_cache_LxBxKxGxH
     zeros_B = jnp.zeros((b,), jnp.int32)
+    head = self.embedding.T if cfg.tie_embeddings else self.lm_head
+    if whole_segment:
+      x = jnp.take(self.embedding, tokens_BxC, axis=0).astype(dtype)
+      c = x.shape[1]
+      out, _, _ = self._blocks(jnp.concatenate([memory_x, x, memory_x], axis=1), zeros_B,
+                               None, None)
+      logits = jnp.einsum("bcd,dv->bcv", out[:, n:n + c], head.astype(dtype),
+                          preferred_element_type=jnp.float32)
+      # A partial final segment (right padding) completes no segment: its write is dropped,
+      # and its padding comes after every real token, so no real token attends to it.
+      written = out[:, n + c:].astype(jnp.float32)
+      memory = jnp.where(write_B[:, None, None], written, memory)
+      return RMTState(pos_B=pos_B + count_B, k_cache_LxBxKxGxH=kc, v_cache_LxBxKxGxH=vc,
+                      memory_BxNxD=memory), logits
 
     def read(mdl, kc, vc):
       _, k_new, v_new = mdl._blocks(memory_x, zeros_B, kc, vc)
@@ -156,7 +174,6 @@ class RMTCore(Core):
       kc, vc = nn.cond(jnp.any(read_B), read, lambda mdl, k, v: (k, v), self, kc, vc)
     x = jnp.take(self.embedding, tokens_BxC, axis=0).astype(dtype)
     x, kc, vc = self._blocks(x, n + seg_start_B, kc, vc)
-    head = self.embedding.T if cfg.tie_embeddings else self.lm_head
     logits = jnp.einsum("bcd,dv->bcv", x, head.astype(dtype),
                         preferred_element_type=jnp.float32)
     if self.is_initializing():

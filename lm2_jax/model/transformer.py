@@ -357,13 +357,12 @@ class LM2(nn.Module):
     seg = t if one_chunk else cfg.segment_len
     s = -(-t // seg)
     state = init_state(cfg, b, s * seg)
-    # Whole segments (Core's whole_segment): the state carries neither the segment's inputs
-    # nor, in segment scope, the key/value caches; they stay empty. (The RMT's core keeps
-    # its own state and passes.)
-    whole = isinstance(state, DecodeState)
-    if whole:
+    # Whole segments (Core's whole_segment, and the RMT's single pass): the state carries
+    # neither the segment's inputs nor, in segment scope, the key/value caches; they stay
+    # empty.
+    if isinstance(state, DecodeState):
       state = state.replace(u_MxBxSxD=state.u_MxBxSxD[:, :, :0])
-    if whole and (cfg.attention_scope == "segment" or one_chunk):
+    if cfg.attention_scope == "segment" or one_chunk:
       state = state.replace(k_cache_LxBxKxGxH=state.k_cache_LxBxKxGxH[:, :, :0],
                             v_cache_LxBxKxGxH=state.v_cache_LxBxKxGxH[:, :, :0])
     if carried:
@@ -375,7 +374,7 @@ class LM2(nn.Module):
     to_segments = lambda a: a.reshape(b, s, seg).transpose(1, 0, 2)
     state, logits_SxBxCxV = _scan_segments(self.core, state, to_segments(tokens),
                                            to_segments(valid), truncate_every,
-                                           whole_segment=whole, whole_sequence=one_chunk,
+                                           whole_segment=True, whole_sequence=one_chunk,
                                            memory_given=carried)
     logits = logits_SxBxCxV.transpose(1, 0, 2, 3).reshape(b, s * seg, -1)[:, :t]
     return (logits, self.core.memory_of(state)) if carried else logits
