@@ -115,8 +115,9 @@ class RMTCore(Core):
     right-padded): then [read; segment; write] is one causal pass of 2N + S positions
     without caches, the same attention and positions in a third of the block passes, and
     the state's caches are neither read nor written (its caller passes them empty).
-    `whole_sequence` does not apply. `memory_given`: a row at position 0 reads the state's memory (its caller put the
-    memory to start from there) instead of the learned initial one.
+    `whole_sequence` does not apply. `memory_given`: a row at position 0 reads the state's
+    memory (its caller put the memory to start from there) instead of the learned initial
+    one.
     """
     tokens_BxC, valid_BxC = chunk
     cfg = self.cfg

@@ -137,8 +137,8 @@ def _build(task: str, index: int, seed: int, tokenizer: Tokenizer, haystack: Hay
   story asks them, each followed by its answer (``answered_question``), and the sample's
   ``"answered"`` lists those pieces in order (the training stream scores their answers).
   With ``recall``, a qa1 sample's ``"recall"`` asks where up to that many other actors of
-  the story are at its end (other tasks' samples have none), in a random order, each piece answered (``recall_pieces``); they
-  count against the budget, as the question does.
+  the story are at its end, in a random order, each piece answered (``recall_pieces``); they
+  count against the budget, as the question does. Other tasks' samples get none.
   """
   for attempt in range(_MAX_ATTEMPTS):
     if stats is not None and attempt:
