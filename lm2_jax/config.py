@@ -321,10 +321,11 @@ class DataConfig:
   # actor at every point of the story (docs/results.md, "What caps qa1"). Evaluation
   # still asks one question at the end.
   interleaved_questions: bool = False
-  # qa1 only: after each training story's answer, ask where up to this many of its other
-  # actors are at its end, each answered and scored: "the last room mentioned" answers at
-  # most one of them, and with short segments their facts reach them only through the
-  # memory (docs/results.md, "Asking every actor"). 0: off. Evaluation asks one question.
+  # After each training qa1 story's answer, ask where up to this many of its other actors
+  # are at its end, each answered and scored: "the last room mentioned" answers at most one
+  # of them, and with short segments their facts reach them only through the memory
+  # (docs/results.md, "Asking every actor"). qa1 must be among data.tasks; other tasks'
+  # stories get none. 0: off. Evaluation asks one question.
   recall_questions: int = 0
   # BABILong with train.memory_carry_steps = k: this many rows of each batch (its last ones)
   # hold episodes instead of records: the row's k carried sequences, from one memory
