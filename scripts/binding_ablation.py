@@ -320,6 +320,65 @@ VARIANTS["bpe_lm2_4k_more2_recall"] = [
     o.replace("{workdir}/bpe_lm2_4k_recall", "{workdir}/bpe_lm2_4k_more_recall")
     for o in VARIANTS["bpe_lm2_4k_more_recall"]]
 
+# The staged recipe of docs/results.md for each model, stage by stage (each from the one
+# before; the last is the model to evaluate): LM2's best lineage, and the same streams,
+# steps, segments, learning rates and seeds for the two baselines, each stage from its own
+# model's previous stage. RMT reads 16 memory tokens before and writes 16 after each 16-token
+# segment, its MLP 437 wide so that its parameters match LM2's; the vanilla model attends
+# over the whole sequence and has no memory, so it cannot carry one across sequences: its
+# last stage is the same 800 steps without the carry (the same token budget).
+STAGED = {
+    "lm2": ["bpe0k_lm2_recall", "bpe_lm2_haystack_recall", "bpe_lm2_long_recall",
+            "bpe_lm2_4k_recall", "bpe_lm2_4k_episodes_recall"],
+}
+_BASELINES = {
+    "rmt": (["model.memory.kind=rmt", "model.mlp_width=437"], STAGED["lm2"]),
+    "vanilla": (["model.memory.kind=none", "model.attention_scope=full"],
+                [*STAGED["lm2"][:4], "bpe_lm2_4k_more_recall"]),
+}
+
+
+def _baseline(overrides: list[str], kind: str) -> list[str]:
+  """An LM2 stage's overrides for a baseline: its own parents, no LM2-only keys."""
+  keep = [o.replace("_lm2_", f"_{kind}_") if o.startswith("train.init_from") else o
+          for o in overrides
+          if not o.startswith(("model.memory.kind", "model.attention_scope",
+                               "model.memory.zero_init", "model.mlp_width"))]
+  return [*keep, *_BASELINES[kind][0]]
+
+
+for _kind, (_, _stages) in _BASELINES.items():
+  STAGED[_kind] = [s.replace("_lm2_", f"_{_kind}_") for s in _stages]
+  for _stage, _name in zip(_stages, STAGED[_kind]):
+    VARIANTS[_name] = _baseline(VARIANTS[_stage], _kind)
+
+
+def overrides_of(name: str, root: str) -> list[str]:
+  """A variant's config overrides, its tokenizer and parents placed under `root`."""
+  bpe = os.path.join(root, "bpe512", "tokenizer.json")
+  return [o.format(bpe=bpe, workdir=root) for o in VARIANTS[name]]
+
+
+def train_variant(name: str, root: str, seed: int, run=subprocess.run) -> str:
+  """Train `name` in root/name unless its last checkpoint is there; returns that directory.
+
+  The BPE it reads (root/bpe512) is trained first when missing, on generated qa1 text; a
+  stage's parent (`train.init_from`) must already be trained under the same root.
+  """
+  workdir = os.path.join(root, name)
+  over = overrides_of(name, root)
+  bpe = os.path.join(root, "bpe512", "tokenizer.json")
+  if any(bpe in o for o in over) and not os.path.exists(bpe):
+    cmd = [sys.executable, "-m", "lm2_jax.data.tokenizer_training", "--output", bpe,
+           "--vocab-size", "512", "--tasks", "qa1", "--num-samples", "2000"]
+    print("$", " ".join(cmd[1:]), flush=True)
+    run(cmd, cwd=ROOT, check=True)
+  if not os.path.isdir(os.path.join(workdir, "checkpoints", str(steps_of(over)))):
+    cmd = [sys.executable, "train.py", "--config", CONFIG, "--workdir", workdir,
+           f"train.seed={seed}", "train.eval_samples=0", MEASURED_INIT, *over]
+    print("$", " ".join(cmd[1:]), flush=True)
+    run(cmd, cwd=ROOT, check=True)
+  return workdir
 
 def main(argv=None) -> int:
   p = ablation_parser(__doc__, "binding", VARIANTS)
@@ -331,20 +390,8 @@ def main(argv=None) -> int:
     return 2
   prediction_dirs = []
   for name in names:
-    workdir = os.path.join(args.workdir, name)
-    bpe = os.path.join(args.workdir, "bpe512", "tokenizer.json")
-    over = [o.format(bpe=bpe, workdir=args.workdir) for o in VARIANTS[name]]
-    if any(bpe in o for o in over) and not os.path.exists(bpe):
-      cmd = [sys.executable, "-m", "lm2_jax.data.tokenizer_training", "--output", bpe,
-             "--vocab-size", "512", "--tasks", "qa1", "--num-samples", "2000"]
-      print("$", " ".join(cmd[1:]), flush=True)
-      subprocess.run(cmd, cwd=ROOT, check=True)
-    steps = steps_of(over)
-    if not os.path.isdir(os.path.join(workdir, "checkpoints", str(steps))):
-      cmd = [sys.executable, "train.py", "--config", CONFIG, "--workdir", workdir,
-             f"train.seed={args.seed}", "train.eval_samples=0", MEASURED_INIT, *over]
-      print("$", " ".join(cmd[1:]), flush=True)
-      subprocess.run(cmd, cwd=ROOT, check=True)
+    workdir = train_variant(name, args.workdir, args.seed)
+    steps = steps_of(VARIANTS[name])
     output = os.path.join(args.workdir, "eval", f"{name}.json")
     cmd = [sys.executable, "eval.py", "--checkpoint", workdir, "--name", name, "--task",
            "babilong", "--tasks", args.tasks, "--lengths", args.lengths, "--num-samples",

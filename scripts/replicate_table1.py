@@ -2,6 +2,7 @@
 
     python scripts/replicate_table1.py --quick            # ~30 min on a 2-core CPU
     python scripts/replicate_table1.py --workdir runs/t1  # the full protocol, for a GPU
+    python scripts/replicate_table1.py --staged --seed 1  # qa1 on the staged recipe
 
 For every task, three models are trained from scratch with the same recipe, token budget,
 optimizer settings and seed on BABILong generated on the fly (`configs/babilong_tiny.yaml`
@@ -13,6 +14,14 @@ at every length (`eval.py --task babilong`, the three checkpoints side by side):
            backbone and segment length, attention within [memory; segment; memory]
   vanilla  no memory, ordinary causal attention over the whole input
            (model.memory.kind=none, attention_scope=full)
+
+`--staged` trains the three models instead on the staged recipe of docs/results.md (qa1
+only, a 512-token BPE, five stages on sequences of at most 4,096 tokens, the last with the
+memory carried across sequences and episodes for LM2 and RMT): the stages of each model are
+`scripts/binding_ablation.py`'s `STAGED`, trained in --workdir one after the other, each
+from the one before. That is about two hours for LM2 and the vanilla model each on a 2-core
+CPU, RMT about three times as long, and a full-attention model's evaluation grows with the
+square of the length: `--max-length vanilla=16k` caps it.
 
 The Fig. 5 ablation trains LM2 on the first task with memory in 1 block, half the blocks
 and all of them. Everything lands in --workdir: one work directory per run, the evaluation
@@ -35,6 +44,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from lm2_jax.data import babilong as bl  # pylint: disable=wrong-import-position
 from lm2_jax.evaluation import babilong as ev_babilong  # pylint: disable=wrong-import-position
 from lm2_jax.evaluation import plots  # pylint: disable=wrong-import-position
 
@@ -51,6 +61,9 @@ PROTOCOLS = {
     "full": {"tasks": ["qa1", "qa2", "qa3", "qa4", "qa5"],
              "lengths": "0k,1k,2k,4k,8k,16k,32k,64k,128k", "num_samples": 100,
              "steps": 3000, "ablation": True},
+    # The staged recipe (qa1 only; each model's stages set their own steps).
+    "staged": {"tasks": ["qa1"], "lengths": "0k,1k,2k,4k,8k,16k,32k,64k,128k",
+               "num_samples": 100, "steps": None, "ablation": False},
 }
 
 
@@ -81,10 +94,10 @@ def _train(args, workdir: str, overrides: list[str], task: str, log: str) -> flo
 
 
 def _evaluate(args, names: list[str], workdirs: list[str], task: str, output: str,
-              log: str) -> dict:
+              log: str, lengths: str | None = None) -> dict:
   if not os.path.exists(output):
     cmd = [sys.executable, "eval.py", "--task", "babilong", "--tasks", task, "--lengths",
-           args.lengths, "--num-samples", str(args.num_samples), "--seed", str(args.seed),
+           lengths or args.lengths, "--num-samples", str(args.num_samples), "--seed", str(args.seed),
            "--batch-size", str(args.batch_size), "--no-progress", "--output", output]
     for name, workdir in zip(names, workdirs):
       cmd += ["--checkpoint", workdir, "--name", name]
@@ -110,13 +123,44 @@ def _machine() -> str:
   return f"{model}, {os.cpu_count()} cores; JAX {jax.__version__} on {dev.platform} ({dev.device_kind})"
 
 
+def _max_lengths(items: list[str], models: list[str], lengths: list[str]) -> dict[str, str]:
+  """--max-length MODEL=LENGTH pairs -> each model's comma-separated lengths."""
+  out = {m: ",".join(lengths) for m in models}
+  for item in items:
+    model, sep, cap = item.partition("=")
+    if not sep or model not in out:
+      raise ValueError(f"--max-length {item!r}: expected MODEL=LENGTH with MODEL one of "
+                       f"{', '.join(models)}")
+    limit = bl.parse_length(ev_babilong.parse_lengths(cap)[0])
+    out[model] = ",".join(x for x in lengths if bl.parse_length(x) <= limit)
+    if not out[model]:
+      raise ValueError(f"--max-length {item!r}: no length of {','.join(lengths)} is <= {cap}")
+  return out
+
+
+def _train_staged(args, model: str, log: str) -> tuple[str, float]:
+  """Train `model`'s stages of the staged recipe in --workdir; returns the last one's."""
+  import binding_ablation  # pylint: disable=g-import-not-at-top  (scripts/ is on sys.path)
+  start = time.perf_counter()
+  workdir = ""
+  for name in binding_ablation.STAGED[model]:
+    workdir = binding_ablation.train_variant(
+        name, args.workdir, args.seed, run=lambda cmd, **_: _run(cmd, log))
+  return workdir, time.perf_counter() - start
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--quick", action="store_true", help="the ~30-minute CPU protocol")
-  p.add_argument("--workdir", default=None, help="default: runs/table1[_quick]")
+  mode = p.add_mutually_exclusive_group()
+  mode.add_argument("--quick", action="store_true", help="the ~30-minute CPU protocol")
+  mode.add_argument("--staged", action="store_true",
+                    help="qa1 on the staged BPE recipe of docs/results.md (hours on a CPU)")
+  p.add_argument("--workdir", default=None, help="default: runs/table1[_quick|_staged]")
   p.add_argument("--config", default="configs/babilong_tiny.yaml")
   p.add_argument("--tasks", help="override the protocol's tasks, e.g. qa1,qa2")
   p.add_argument("--lengths", help="override the protocol's lengths, e.g. 0k,1k,4k")
+  p.add_argument("--max-length", action="append", default=[], metavar="MODEL=LENGTH",
+                 help="evaluate MODEL only up to LENGTH, e.g. vanilla=16k (repeatable)")
   p.add_argument("--num-samples", type=int, help="override the samples per cell")
   p.add_argument("--steps", type=int, help="override the training steps of every model")
   p.add_argument("--models", default="lm2,rmt,vanilla")
@@ -125,34 +169,61 @@ def main(argv=None) -> int:
   p.add_argument("--batch-size", type=int, default=32, help="evaluation prompts per call")
   p.add_argument("overrides", nargs="*", help="config overrides for every training run")
   args = p.parse_args(argv)
-  proto = PROTOCOLS["quick" if args.quick else "full"]
-  args.tasks = ev_babilong.parse_tasks(args.tasks or proto["tasks"])
-  args.lengths = ",".join(ev_babilong.parse_lengths(args.lengths or proto["lengths"]))
+  protocol = "quick" if args.quick else "staged" if args.staged else "full"
+  proto = PROTOCOLS[protocol]
+  models = [m.strip() for m in args.models.split(",") if m.strip()]
+  try:
+    args.tasks = ev_babilong.parse_tasks(args.tasks or proto["tasks"])
+    lengths = ev_babilong.parse_lengths(args.lengths or proto["lengths"])
+    unknown = [m for m in models if m not in MODELS]
+    if unknown or not models:
+      raise ValueError(f"--models {args.models!r}: expected some of {', '.join(MODELS)}")
+    model_lengths = _max_lengths(args.max_length, models, lengths)
+    if args.staged and (args.tasks != ["qa1"] or args.steps or args.overrides):
+      raise ValueError("--staged trains qa1 with each stage's own steps and settings: "
+                       "--tasks other than qa1, --steps and config overrides do not apply")
+  except (ValueError, ev_babilong.EvaluationError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  args.lengths = ",".join(lengths)
   args.num_samples = args.num_samples or proto["num_samples"]
   args.steps = args.steps or proto["steps"]
-  models = [m.strip() for m in args.models.split(",") if m.strip()]
-  unknown = [m for m in models if m not in MODELS]
-  if unknown or args.num_samples < 1 or args.steps < 1:
-    print(f"error: --models must name some of {', '.join(MODELS)} and --num-samples/--steps "
-          f"be >= 1 (got {args.models!r}, {args.num_samples}, {args.steps})", file=sys.stderr)
+  if args.num_samples < 1 or (args.steps is not None and args.steps < 1):
+    print(f"error: --num-samples and --steps must be >= 1 (got {args.num_samples}, "
+          f"{args.steps})", file=sys.stderr)
     return 2
   args.workdir = os.path.abspath(args.workdir or os.path.join(
-      ROOT, "runs", "table1_quick" if args.quick else "table1"))
+      ROOT, "runs", "table1" if protocol == "full" else f"table1_{protocol}"))
   os.makedirs(args.workdir, exist_ok=True)
   log = os.path.join(args.workdir, "commands.log")
   started = time.perf_counter()
   walls: dict[str, float] = {}
   table: dict[str, dict] = {m: {} for m in models}
   for task in args.tasks:
-    workdirs = [os.path.join(args.workdir, task, m) for m in models]
-    for m, w in zip(models, workdirs):
-      walls[f"train {task} {m}"] = _train(args, w, MODELS[m], task, log)
+    if args.staged:
+      workdirs = []
+      for m in models:
+        w, walls[f"train {task} {m}"] = _train_staged(args, m, log)
+        workdirs.append(w)
+    else:
+      workdirs = [os.path.join(args.workdir, task, m) for m in models]
+      for m, w in zip(models, workdirs):
+        walls[f"train {task} {m}"] = _train(args, w, MODELS[m], task, log)
+    # One side-by-side evaluation per set of lengths (all models unless --max-length).
+    groups: dict[str, list[int]] = {}
+    for i, m in enumerate(models):
+      groups.setdefault(model_lengths[m], []).append(i)
     t0 = time.perf_counter()
-    res = _evaluate(args, models, workdirs, task,
-                    os.path.join(args.workdir, task, "eval", "babilong.json"), log)
+    for group_lengths, idx in groups.items():
+      names = [models[i] for i in idx]
+      output = os.path.join(args.workdir, task, "eval", "babilong.json" if len(groups) == 1
+                            else f"babilong_{'_'.join(names)}.json")
+      os.makedirs(os.path.dirname(output), exist_ok=True)
+      res = _evaluate(args, names, [workdirs[i] for i in idx], task, output, log,
+                      group_lengths)
+      for m in names:
+        table[m].update(res[m])
     walls[f"evaluate {task}"] = time.perf_counter() - t0
-    for m in models:
-      table[m].update(res[m])
   ablation = {}
   if proto["ablation"] and not args.no_ablation and "lm2" in models:
     task = args.tasks[0]
@@ -176,10 +247,11 @@ def main(argv=None) -> int:
   if ablation:
     md.append(ev_babilong.format_table1(ablation, "Fig. 5 ablation: memory in 1, half and "
                                         "all blocks (accuracy %)"))
-  summary = {"protocol": "quick" if args.quick else "full", "tasks": args.tasks,
+  summary = {"protocol": protocol, "tasks": args.tasks,
              "lengths": args.lengths.split(","), "num_samples": args.num_samples,
              "steps": args.steps, "seed": args.seed, "config": args.config,
-             "overrides": args.overrides, "models": {m: MODELS[m] for m in models},
+             "overrides": args.overrides, "max_lengths": model_lengths,
+             "models": {m: MODELS[m] for m in models},
              "machine": _machine(), "wall_seconds": walls,
              "total_seconds": time.perf_counter() - started,
              "results": table, "ablation": ablation}
