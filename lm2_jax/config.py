@@ -19,6 +19,7 @@ from typing import Any, Literal, Sequence
 import yaml
 
 from lm2_jax.data import kinds as data_kinds
+from lm2_jax.data.babi import RECALL_TASKS
 from lm2_jax.data.errors import DataError
 
 
@@ -321,12 +322,15 @@ class DataConfig:
   # actor at every point of the story (docs/results.md, "What caps qa1"). Evaluation
   # still asks one question at the end.
   interleaved_questions: bool = False
-  # After each training qa1 story's answer, ask where up to this many of its other actors
-  # are at its end, each answered and scored: "the last room mentioned" answers at most one
-  # of them, and with short segments their facts reach them only through the memory
-  # (docs/results.md, "Asking every actor"). qa1 must be among data.tasks; other tasks'
-  # stories get none. 0: off. Evaluation asks one question.
+  # After the answer of each training story of a task in recall_tasks, ask up to this many
+  # other questions its facts answer, each answered and scored (for qa1: where its other
+  # actors are at its end): "the last room mentioned" answers at most one of them, and with
+  # short segments their facts reach them only through the memory (docs/results.md,
+  # "Asking every actor"). 0: off. Evaluation asks one question.
   recall_questions: int = 0
+  # The tasks whose stories get recall questions (some of qa1-qa5, the tasks that have
+  # them); at least one must be among data.tasks. The others' stories get none.
+  recall_tasks: tuple[str, ...] = ("qa1",)
   # BABILong with train.memory_carry_steps = k: this many rows of each batch (its last ones)
   # hold episodes instead of records: the row's k carried sequences, from one memory
   # restart to the next, are one long sample (1..episode_stories stories, facts spread
@@ -520,10 +524,14 @@ def _validate_data(d: DataConfig, need):
        f"must be a fraction in [0, 1], got {d.hard_questions}")
   need(d.recall_questions >= 0, "data.recall_questions",
        f"must be >= 0, got {d.recall_questions}")
+  bad = [t for t in d.recall_tasks if t not in RECALL_TASKS]
+  need(not bad, "data.recall_tasks",
+       f"{bad} have no recall questions; expected some of {list(RECALL_TASKS)}")
   if d.recall_questions:
-    need(d.kind == "babilong" and "qa1" in d.tasks, "data.recall_questions",
-         "asks where a qa1 story's actors are, which needs data.kind babilong with qa1 in "
-         f"data.tasks; got data.kind={d.kind}, data.tasks={list(d.tasks)}")
+    need(d.kind == "babilong" and set(d.recall_tasks) & set(d.tasks), "data.recall_questions",
+         "asks about the stories of data.recall_tasks, which needs data.kind babilong with one "
+         f"of {list(d.recall_tasks)} in data.tasks; got data.kind={d.kind}, "
+         f"data.tasks={list(d.tasks)}")
 
 
 # --------------------------------------------------------------------------------------

@@ -115,6 +115,18 @@ scratch on the default's stream (seed 0):
   bpe_lm2_4k_episodes_qa1to5  bpe_lm2_4k_episodes_recall's weights trained 1,600 more steps
            the same way on qa1-qa5 (`data.tasks`), the tasks drawn per story; evaluate with
            `--tasks qa1,qa2,qa3,qa4,qa5`
+  bpe0k_rmt_recall, bpe_rmt_haystack_recall, bpe_rmt_long_recall, bpe_rmt_4k_recall,
+  bpe_rmt_4k_episodes_recall  the RMT baseline through LM2's staged lineage (`STAGED`),
+           stage for stage: the same streams, steps and learning rates, each stage from
+           the RMT's previous one, its MLP widened to 437 to match LM2's parameters
+  bpe0k_vanilla_recall, ..., bpe_vanilla_4k_recall, bpe_vanilla_4k_more_recall  the same for
+           the vanilla model (full causal attention, no memory); without a memory to carry,
+           its last stage is the 800 steps at 4,096 tokens without the carry
+  bpe0k_lm2_recall5, bpe_lm2_haystack_recall5, bpe_lm2_long_recall5, bpe_lm2_4k_recall5,
+  bpe_lm2_4k_episodes_recall5  LM2's lineage on qa1-qa5: stories drawn from the five tasks,
+           each followed by recall questions of its own kind (`data.recall_tasks`), a BPE
+           trained on the five tasks (root/bpe512_qa1to5), stage 1 on 256-token sequences;
+           evaluate with `--tasks qa1,qa2,qa3,qa4,qa5`
   bpe_lm2_mix  a fifth stage, from bpe_lm2_4k's weights: half the samples the stories
            alone (facts back to back, several in a segment, as at 0k), half in background
            with up to 6 stories and a 0-64-segment gap; 16-64 segments of batch 8, learning
@@ -352,27 +364,52 @@ for _kind, (_, _stages) in _BASELINES.items():
   for _stage, _name in zip(_stages, STAGED[_kind]):
     VARIANTS[_name] = _baseline(VARIANTS[_stage], _kind)
 
+# LM2's staged lineage on qa1-qa5 (names ending in 5): every stage's stories drawn from the
+# five tasks, each followed by its own recall questions (`data.recall_tasks`: the other
+# objects' places for qa2 and qa3, the other readings of qa4's two relations, who gave and
+# who received each object for qa5), a BPE trained on all five tasks' text (qa5's names are
+# not in qa1's), and stage 1 on 256-token sequences (16 segments, batch 16: the same tokens
+# per step) so that most qa2, qa3 and qa5 stories fit it whole.
+FIVE_TASKS = "[qa1,qa2,qa3,qa4,qa5]"
+STAGED["lm2_qa1to5"] = [f"{s}5" for s in STAGED["lm2"]]
+for _stage, _name in zip(STAGED["lm2"], STAGED["lm2_qa1to5"]):
+  VARIANTS[_name] = [  # each stage's parent is the stage before it in STAGED["lm2"]
+      o.replace("{bpe}", "{bpe5}") + ("5" if o.startswith("train.init_from") else "")
+      for o in VARIANTS[_stage]] + [f"data.tasks={FIVE_TASKS}", f"data.recall_tasks={FIVE_TASKS}"]
+VARIANTS[STAGED["lm2_qa1to5"][0]] = [
+    o for o in VARIANTS[STAGED["lm2_qa1to5"][0]]
+    if not o.startswith(("train.seq_len", "train.batch_size", *SEGMENT_KEYS[1:]))] + [
+    "train.seq_len=256", "train.batch_size=16", "train.curriculum.max_segments=[16]",
+    "train.curriculum.min_segments=16", "train.eval_segments=[16]"]
+# The tokenizers the variants read: {bpe} on qa1's text, {bpe5} on qa1-qa5's.
+TOKENIZERS = {"bpe": ("bpe512", "qa1"), "bpe5": ("bpe512_qa1to5", "qa1,qa2,qa3,qa4,qa5")}
+
+
+def _tokenizer_path(root: str, key: str) -> str:
+  return os.path.join(root, TOKENIZERS[key][0], "tokenizer.json")
+
 
 def overrides_of(name: str, root: str) -> list[str]:
   """A variant's config overrides, its tokenizer and parents placed under `root`."""
-  bpe = os.path.join(root, "bpe512", "tokenizer.json")
-  return [o.format(bpe=bpe, workdir=root) for o in VARIANTS[name]]
+  paths = {key: _tokenizer_path(root, key) for key in TOKENIZERS}
+  return [o.format(workdir=root, **paths) for o in VARIANTS[name]]
 
 
 def train_variant(name: str, root: str, seed: int, run=subprocess.run) -> str:
   """Train `name` in root/name unless its last checkpoint is there; returns that directory.
 
-  The BPE it reads (root/bpe512) is trained first when missing, on generated qa1 text; a
-  stage's parent (`train.init_from`) must already be trained under the same root.
+  The BPE it reads (root/bpe512, on generated qa1 text, or root/bpe512_qa1to5, on qa1-qa5's)
+  is trained first when missing; a stage's parent (`train.init_from`) must already be trained under the same root.
   """
   workdir = os.path.join(root, name)
   over = overrides_of(name, root)
-  bpe = os.path.join(root, "bpe512", "tokenizer.json")
-  if any(bpe in o for o in over) and not os.path.exists(bpe):
-    cmd = [sys.executable, "-m", "lm2_jax.data.tokenizer_training", "--output", bpe,
-           "--vocab-size", "512", "--tasks", "qa1", "--num-samples", "2000"]
-    print("$", " ".join(cmd[1:]), flush=True)
-    run(cmd, cwd=ROOT, check=True)
+  for key, (_, tasks) in TOKENIZERS.items():
+    bpe = _tokenizer_path(root, key)
+    if any(bpe in o for o in over) and not os.path.exists(bpe):
+      cmd = [sys.executable, "-m", "lm2_jax.data.tokenizer_training", "--output", bpe,
+             "--vocab-size", "512", "--tasks", tasks, "--num-samples", "2000"]
+      print("$", " ".join(cmd[1:]), flush=True)
+      run(cmd, cwd=ROOT, check=True)
   if not os.path.isdir(os.path.join(workdir, "checkpoints", str(steps_of(over)))):
     cmd = [sys.executable, "train.py", "--config", CONFIG, "--workdir", workdir,
            f"train.seed={seed}", "train.eval_samples=0", MEASURED_INIT, *over]

@@ -112,9 +112,12 @@ def test_hard_questions_must_be_a_fraction(value):
 @pytest.mark.parametrize("overrides, expected", [
     (["data.recall_questions=-1"], r"^data\.recall_questions: must be >= 0, got -1"),
     (["data.recall_questions=2", "data.tasks=[qa2,qa3]"],
-     r"^data\.recall_questions: .*needs data\.kind babilong with qa1 in data\.tasks; "
-     r"got data\.kind=babilong, data\.tasks=\['qa2', 'qa3'\]"),
+     r"^data\.recall_questions: .*needs data\.kind babilong with one of \['qa1'\] in "
+     r"data\.tasks; got data\.kind=babilong, data\.tasks=\['qa2', 'qa3'\]"),
+    (["data.recall_tasks=[qa1,qa7]"],
+     r"^data\.recall_tasks: \['qa7'\] have no recall questions; expected some of "
+     r"\['qa1', 'qa2', 'qa3', 'qa4', 'qa5'\]"),
 ])
-def test_recall_questions_need_qa1_stories(overrides, expected):
+def test_recall_questions_need_stories_that_have_them(overrides, expected):
   with pytest.raises(ConfigError, match=expected):
     load_config(None, overrides)

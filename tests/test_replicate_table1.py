@@ -51,6 +51,29 @@ def test_a_baseline_stage_is_its_lm2_counterpart_but_for_the_model(tmp_path, kin
   assert steps_of(binding_ablation.VARIANTS[STAGED[kind][-1]]) == 800
 
 
+def test_the_five_task_lineage_is_lm2s_on_qa1_to_qa5_with_its_own_tokenizer(tmp_path):
+  root, previous = str(tmp_path), None
+  five = ("qa1", "qa2", "qa3", "qa4", "qa5")
+  for stage, lm2_stage in zip(STAGED["lm2_qa1to5"], STAGED["lm2"]):
+    ours, lm2 = _config(stage, root), _config(lm2_stage, root)
+    assert ours.data.tasks == ours.data.recall_tasks == five
+    assert ours.data.tokenizer == os.path.join(root, "bpe512_qa1to5", "tokenizer.json")
+    assert ours.train.init_from == (os.path.join(root, previous) if previous else "")
+    assert ours.model == lm2.model
+    # Stage 1 holds twice the tokens per sequence (half the rows) so longer stories fit.
+    if previous is None:
+      assert (ours.train.seq_len, ours.train.batch_size) == (256, 16)
+      assert (lm2.train.seq_len, lm2.train.batch_size) == (128, 32)
+    else:
+      assert (ours.train.seq_len, ours.train.steps) == (lm2.train.seq_len, lm2.train.steps)
+    previous = stage
+  calls = []
+  binding_ablation.train_variant(STAGED["lm2_qa1to5"][0], root, 0,
+                                 run=lambda cmd, **_: calls.append(cmd))
+  assert calls[0][calls[0].index("--tasks") + 1] == "qa1,qa2,qa3,qa4,qa5"
+  assert calls[0][calls[0].index("--output") + 1] == ours.data.tokenizer
+
+
 def test_train_variant_makes_the_tokenizer_first_and_trains_a_stage_once(tmp_path):
   calls = []
   name = STAGED["rmt"][1]

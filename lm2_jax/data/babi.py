@@ -39,6 +39,10 @@ TASK_NAMES = {
     "qa9": "simple-negation", "qa10": "indefinite-knowledge",
 }
 
+# The tasks whose questions list the others their facts answer (Question.others): the
+# training stream's recall questions (data.recall_tasks).
+RECALL_TASKS = ("qa1", "qa2", "qa3", "qa4", "qa5")
+
 # Every word a task's facts or questions use for a name, place, object or action: background
 # text must not contain these (see haystack.py).
 ENTITY_WORDS = frozenset(
@@ -50,6 +54,10 @@ class Question:
   position: int  # how many of the story's facts come before the question
   text: str
   answer: str
+  # Every other question of the same kind that the facts so far answer, with its answer:
+  # the training stream's recall questions (qa1-qa5; empty for the other tasks). Computing
+  # them draws nothing, so stories are the same with or without them.
+  others: tuple[tuple[str, str], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +67,7 @@ class BabiSample:
   facts: tuple[str, ...]
   question: str
   answer: str
+  others: tuple[tuple[str, str], ...] = ()  # Question.others
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +78,8 @@ class Story:
 
   def sample(self, q: int) -> BabiSample:
     question = self.questions[q]
-    return BabiSample(self.task, self.facts[:question.position], question.text, question.answer)
+    return BabiSample(self.task, self.facts[:question.position], question.text, question.answer,
+                      question.others)
 
 
 class _World:
@@ -225,11 +235,25 @@ class _World:
 
 # -- one generator per task -------------------------------------------------------------------
 Ask = Callable[[_World], "tuple[str, str] | None"]
+# Every question of a task's kind the text answers now, with its answer; draws nothing.
+Answerable = Callable[[_World], "list[tuple[str, str]]"]
+
+
+def _others(asked: tuple[str, str], answerable: list[tuple[str, str]]) -> tuple:
+  """``answerable`` but the asked question, each question once, in order."""
+  seen, out = {asked[0]}, []
+  for q, a in answerable:
+    if q not in seen:
+      seen.add(q)
+      out.append((q, a))
+  return tuple(out)
 
 
 def _story_loop(w: _World, task: str, ask: Ask, step: Callable[[], object], *,
-                num_questions: int, gap: tuple[int, int], max_facts: int) -> Story:
-  """Acts ``gap`` facts, asks when the text determines an answer, repeats."""
+                num_questions: int, gap: tuple[int, int], max_facts: int,
+                answerable: Answerable | None = None) -> Story:
+  """Acts ``gap`` facts, asks when the text determines an answer, repeats; each question's
+  ``others`` are ``answerable``'s at that point."""
   rng = w.rng
   questions: list[Question] = []
   while len(questions) < num_questions and len(w.facts) < max_facts:
@@ -240,7 +264,8 @@ def _story_loop(w: _World, task: str, ask: Ask, step: Callable[[], object], *,
       step()
       qa = ask(w)
     if qa is not None:
-      questions.append(Question(len(w.facts), *qa))
+      others = _others(qa, answerable(w)) if answerable else ()
+      questions.append(Question(len(w.facts), *qa, others))
   return Story(task, tuple(w.facts), tuple(questions))
 
 
@@ -250,6 +275,10 @@ def _ask_where_actor(w: _World) -> tuple[str, str] | None:
     return None
   actor = w.rng.choice(known)
   return f"Where is {actor}?", w.loc[actor]
+
+
+def _where_actors(w: _World) -> list[tuple[str, str]]:
+  return [(f"Where is {a}?", w.loc[a]) for a in w.mentioned if w.known[a]]
 
 
 def final_rooms(facts: Sequence[str]) -> dict[str, str]:
@@ -267,7 +296,7 @@ def final_rooms(facts: Sequence[str]) -> dict[str, str]:
 def _qa1(rng: random.Random) -> Story:
   w = _World(rng, ACTORS, ROOMS)
   return _story_loop(w, "qa1", _ask_where_actor, w.random_move,
-                     num_questions=5, gap=(2, 2), max_facts=10)
+                     num_questions=5, gap=(2, 2), max_facts=10, answerable=_where_actors)
 
 
 def _ask_where_object(w: _World) -> tuple[str, str] | None:
@@ -278,14 +307,24 @@ def _ask_where_object(w: _World) -> tuple[str, str] | None:
   return f"Where is the {obj}?", w.where(obj)
 
 
+def _where_objects(w: _World) -> list[tuple[str, str]]:
+  return [(f"Where is the {o}?", w.where(o)) for o in w.objects if w.trail[o][-1][1]]
+
+
 def _qa2(rng: random.Random) -> Story:
   w = _World(rng, ACTORS, ROOMS)
   step = lambda: w.random_action(get_p=0.3, drop_p=0.15, carrier_move_p=0.4)
   return _story_loop(w, "qa2", _ask_where_object, step,
-                     num_questions=rng.randint(1, 5), gap=(1, 8), max_facts=68)
+                     num_questions=rng.randint(1, 5), gap=(1, 8), max_facts=68,
+                     answerable=_where_objects)
 
 
 def _ask_where_before(w: _World) -> tuple[str, str] | None:
+  options = _where_before(w)
+  return w.rng.choice(options) if options else None
+
+
+def _where_before(w: _World) -> list[tuple[str, str]]:
   options = []
   for obj in w.objects:
     trail = w.trail[obj]
@@ -294,18 +333,16 @@ def _ask_where_before(w: _World) -> tuple[str, str] | None:
     here = trail[-1][0]
     if any(room == here for room, _ in trail[:-1]):
       continue  # the object was in L before: "before the L" would be ambiguous
-    options.append((obj, here, trail[-2][0]))
-  if not options:
-    return None
-  obj, here, before = w.rng.choice(options)
-  return f"Where was the {obj} before the {here}?", before
+    options.append((f"Where was the {obj} before the {here}?", trail[-2][0]))
+  return options
 
 
 def _qa3(rng: random.Random) -> Story:
   w = _World(rng, ACTORS, ROOMS)
   step = lambda: w.random_action(get_p=0.4, drop_p=0.1, carrier_move_p=0.6)
   return _story_loop(w, "qa3", _ask_where_before, step,
-                     num_questions=rng.randint(1, 5), gap=(2, 8), max_facts=64)
+                     num_questions=rng.randint(1, 5), gap=(2, 8), max_facts=64,
+                     answerable=_where_before)
 
 
 def _qa4(rng: random.Random) -> Story:
@@ -328,7 +365,12 @@ def _qa4(rng: random.Random) -> Story:
     question, answer = f"What is {d} of the {y}?", x
   else:
     question, answer = f"What is the {x} {d} of?", y
-  return Story("qa4", tuple(facts), (Question(2, question, answer),))
+  # The two relations answer eight questions, each one way: a-b-c lie on one line.
+  both = [*pairs, *((y, OPPOSITE[d], x) for x, d, y in pairs)]
+  answerable = [q for x, d, y in both
+                for q in ((f"What is {d} of the {y}?", x), (f"What is the {x} {d} of?", y))]
+  return Story("qa4", tuple(facts),
+               (Question(2, question, answer, _others((question, answer), answerable)),))
 
 
 def _qa5(rng: random.Random) -> Story:
@@ -352,8 +394,21 @@ def _qa5(rng: random.Random) -> Story:
       qa = (f"Who received the {obj}?", receiver)
     else:
       qa = (f"Who did {giver} give the {obj} to?", receiver)
-    questions.append(Question(len(w.facts), *qa))
+    questions.append(Question(len(w.facts), *qa, _others(qa, _about_gives(w.facts))))
   return Story("qa5", tuple(w.facts), tuple(questions))
+
+
+def _about_gives(facts: Sequence[str]) -> list[tuple[str, str]]:
+  """qa5: the five questions about the last give, then who last gave and who last received
+  each object given before it (an object's latest give answers them, as when qa5 asks)."""
+  gives = [_last_give(f) for f in facts if f.split(" ", 2)[1] in GIVE_VERBS]
+  giver, obj, receiver = gives[-1]
+  latest = {o: (g, r) for g, o, r in gives}
+  return [(f"What did {giver} give to {receiver}?", obj), (f"Who gave the {obj}?", giver),
+          (f"Who gave the {obj} to {receiver}?", giver), (f"Who received the {obj}?", receiver),
+          (f"Who did {giver} give the {obj} to?", receiver),
+          *((q, a) for o, (g, r) in latest.items() if o != obj
+            for q, a in ((f"Who gave the {o}?", g), (f"Who received the {o}?", r)))]
 
 
 def _last_give(fact: str) -> tuple[str, str, str]:

@@ -154,7 +154,8 @@ class Babilong(DataKind):
                                  questions=d.questions_per_sequence,
                                  hard_questions=d.hard_questions,
                                  interleave=d.interleaved_questions and not held_out,
-                                 recall=0 if held_out else d.recall_questions)
+                                 recall=0 if held_out else d.recall_questions,
+                                 recall_tasks=d.recall_tasks)
 
   def episodes(self, cfg: Config, tokenizer: Tokenizer, seed: int):
     """The source of data.episode_rows' long samples (`episode_source`)."""
@@ -163,7 +164,8 @@ class Babilong(DataKind):
     return episode_source(d.tasks, tokenizer, seed=seed, haystack=d.haystack,
                           end_jitter=cfg.model.segment_len if d.random_offset else 0,
                           hard_questions=d.hard_questions,
-                          interleave=d.interleaved_questions, recall=d.recall_questions)
+                          interleave=d.interleaved_questions, recall=d.recall_questions,
+                          recall_tasks=d.recall_tasks)
 
   def eval_stream(self, cfg: Config, tokenizer: Tokenizer, **where: Any) -> grain.IterDataset:
     # Scored as evaluation asks: one question at the end of each story.
@@ -175,7 +177,8 @@ class Babilong(DataKind):
     try:   # the stream reads one token past the model's input (the last target)
       check_shortest(d.tasks, d.lengths or None, tokenizer, d.haystack, seq_len + 1,
                      end_jitter=segment_len if d.random_offset else 0,
-                     interleave=d.interleaved_questions, recall=d.recall_questions)
+                     interleave=d.interleaved_questions, recall=d.recall_questions,
+                     recall_tasks=d.recall_tasks)
     except ValueError as e:
       raise DataError(str(e)) from None
 

@@ -36,6 +36,42 @@ def test_every_question_of_a_story_is_determined_by_the_facts_before_it(task):
 
 
 @pytest.mark.parametrize("task", babi.TASKS)
+def test_the_other_questions_a_story_answers_are_right_and_distinct(task):
+  """Question.others (the recall questions): each is answered by the facts before it as
+  listed, none is the question asked, none twice; only qa1-qa5 have them."""
+  counts = []
+  for s in _samples(task):
+    questions = [q for q, _ in s.others]
+    assert s.question not in questions and len(set(questions)) == len(questions)
+    for question, answer in s.others:
+      assert babi_solver.solve(s.facts, question) == answer, (s, question)
+    counts.append(len(s.others))
+  if task in babi.RECALL_TASKS:
+    assert sum(counts) > len(counts) * 0.3   # qa3 has the fewest: 0.32 per sample
+  else:
+    assert not any(counts)
+
+
+def test_qa1s_other_questions_ask_about_every_other_actor_named():
+  for s in _samples("qa1"):
+    asked = s.question.removeprefix("Where is ").removesuffix("?")
+    assert s.others == tuple((f"Where is {a}?", room)
+                             for a, room in babi.final_rooms(s.facts).items() if a != asked)
+
+
+def test_qa4_and_qa5_ask_about_every_relation_and_the_latest_give_of_each_object():
+  for s in _samples("qa4", 50):
+    assert len(s.others) == 7     # two relations, each read four ways
+  for s in _samples("qa5", 200):
+    given = {m.group(1) for f in s.facts
+             if (m := re.search(r" (?:gave|handed|passed) the (\w+) to ", f))}
+    asked = {q.removeprefix("Who gave the ").removesuffix("?") for q, _ in s.others
+             if re.fullmatch(r"Who gave the \w+\?", q)}
+    asked |= {w for w in given if s.question in (f"Who gave the {w}?",)}
+    assert asked == given, s
+
+
+@pytest.mark.parametrize("task", babi.TASKS)
 def test_same_generator_state_gives_the_same_story(task):
   a = babi.generate_story(task, random.Random(123))
   b = babi.generate_story(task, random.Random(123))

@@ -434,6 +434,32 @@ def test_in_a_stream_of_several_tasks_only_qa1_stories_get_recall_questions():
   assert all(t == "" for t in tails["qa2"])
 
 
+@pytest.mark.parametrize("task", ["qa2", "qa3", "qa4", "qa5"])
+def test_recall_tasks_give_other_tasks_their_own_recall_questions(task):
+  """recall_tasks: the story's other questions follow its answer, each answer right for its
+  facts (the independent solver) and scored; the sample up to the EOS is unchanged (the
+  budget leaves room: no story is redrawn)."""
+  tok = ByteTokenizer()
+  make = lambda recall: next(iter(make_babilong_dataset(
+      [task], [0], tok, seq_len=4096, batch_size=32, seed=5, recall=recall,
+      recall_tasks=[task])))
+  plain, batch = make(0), make(3)
+  asked = 0
+  for row, (tokens, mask) in enumerate(zip(batch["tokens"], batch["loss_mask"])):
+    eos = int(np.flatnonzero(tokens == tok.eos_id)[0])
+    np.testing.assert_array_equal(tokens[:eos + 1], plain["tokens"][row][:eos + 1])
+    facts = hidden_facts(tok.decode(tokens[1:eos]).split(" Question: ")[0])
+    tail = tokens[eos + 1:][tokens[eos + 1:] != tok.pad_id]
+    pairs = re.findall(r"Question: ([^?]+\?) Answer: (\w+)\.", tok.decode(tail))
+    assert len(pairs) <= 3
+    for question, answer in pairs:
+      assert solve(facts, question) == answer
+    scored = tok.decode(tail[mask[eos + 1:eos + 1 + len(tail)] == 1]).split()
+    assert scored == [a for _, a in pairs]
+    asked += len(pairs)
+  assert asked >= 8    # qa3 has the fewest: about a third of a question per story
+
+
 @pytest.mark.parametrize("tokenizer", ["byte", "bpe"])
 def test_interleaved_questions_score_every_answer_where_the_story_asks(tokenizer, request):
   """interleave: a story's earlier questions stay in its text, each followed by its answer;

@@ -121,13 +121,16 @@ def test_babilong_draws_its_held_out_set_like_its_training_stream():
   assert held["tokens"].shape == (2, 129) and held["loss_mask"].sum() > 0
 
 
-@pytest.mark.parametrize("option", ["data.interleaved_questions=true",
-                                    "data.recall_questions=3"])
-def test_babilong_held_out_set_asks_one_question_even_when_training_asks_more(option):
+@pytest.mark.parametrize("options", [["data.interleaved_questions=true"],
+                                     ["data.recall_questions=3"],
+                                     ["data.recall_questions=3", "data.tasks=[qa4]",
+                                      "data.recall_tasks=[qa4]"]])
+def test_babilong_held_out_set_asks_one_question_even_when_training_asks_more(options):
   """data.interleaved_questions (a story's earlier answers) and data.recall_questions (its
-  other actors after the answer) score more answers in training only: the training
-  evaluation measures the question at the end, as eval.py does."""
-  cfg = load_config(None, ["model.segment_len=64", "train.seq_len=512", option])
+  other questions after the answer, for the tasks of data.recall_tasks) score more answers
+  in training only: the training evaluation measures the question at the end, as eval.py
+  does."""
+  cfg = load_config(None, ["model.segment_len=64", "train.seq_len=512", *options])
   kind, tok = kinds.of(cfg.data), ByteTokenizer()
   where = {**WHERE, "batch_size": 16}
 

@@ -128,7 +128,8 @@ def _build(task: str, index: int, seed: int, tokenizer: Tokenizer, haystack: Hay
            budget: int | None, fill: bool, split: str, overhead=None,
            stats: dict | None = None, gap: int | None = None,
            accept: Callable[[babi.BabiSample], bool] | None = None,
-           interleave: bool = False, recall: int = 0) -> dict:
+           interleave: bool = False, recall: int = 0,
+           recall_tasks: Sequence[str] = ("qa1",)) -> dict:
   """The sample for (task, index): a story that fits ``budget``, padded with background.
 
   Stories whose facts do not fit are redrawn (as the published data drops them), and so are
@@ -136,9 +137,10 @@ def _build(task: str, index: int, seed: int, tokenizer: Tokenizer, haystack: Hay
   "redrawn". With ``interleave`` the story's earlier questions stay in the text where the
   story asks them, each followed by its answer (``answered_question``), and the sample's
   ``"answered"`` lists those pieces in order (the training stream scores their answers).
-  With ``recall``, a qa1 sample's ``"recall"`` asks where up to that many other actors of
-  the story are at its end, in a random order, each piece answered (``recall_pieces``); they
-  count against the budget, as the question does. Other tasks' samples get none.
+  With ``recall``, the ``"recall"`` of a sample of one of ``recall_tasks`` asks up to that
+  many other questions of its kind that its facts answer (where the story's other actors
+  are, for qa1), in a random order, each piece answered (``recall_pieces``); they count
+  against the budget, as the question does. Other tasks' samples get none.
   """
   for attempt in range(_MAX_ATTEMPTS):
     if stats is not None and attempt:
@@ -154,7 +156,7 @@ def _build(task: str, index: int, seed: int, tokenizer: Tokenizer, haystack: Hay
       answered = [answered_question(q.text, q.answer) for q in whole.questions[:asked]]
       pieces = _interleave(story.facts, whole.questions[:asked], answered)
     recalled = recall_pieces(story, recall, _rng(seed, split, "recall", task, index, attempt)
-                             ) if recall and task == "qa1" else ()
+                             ) if recall and task in recall_tasks else ()
     limit = budget
     if limit is not None and overhead is not None:
       limit -= overhead(story)
@@ -182,8 +184,10 @@ def _build(task: str, index: int, seed: int, tokenizer: Tokenizer, haystack: Hay
 
 
 def recall_pieces(story: babi.BabiSample, count: int, rng: random.Random) -> tuple[str, ...]:
-  """Up to ``count`` questions "where is X?" about the other actors of a qa1 story, each
-  with its answer (their room after the story's facts), in a random order.
+  """Up to ``count`` of the story's other questions (``BabiSample.others``: for qa1 "where
+  is X?" about its other actors, for qa2 where its other objects are, for qa3 where they
+  were before, for qa4 the other seven readings of its two relations, for qa5 who gave and
+  who received each object), each with its answer, in a random order.
 
   Asked after the story's own answer, they are right only for whoever is asked: "the last
   room mentioned" answers at most one of them, and with short attention segments the facts
@@ -191,11 +195,9 @@ def recall_pieces(story: babi.BabiSample, count: int, rng: random.Random) -> tup
   """
   if count <= 0:
     return ()
-  rooms = babi.final_rooms(story.facts)
-  asked = story.question.removeprefix("Where is ").removesuffix("?")
-  others = [a for a in rooms if a != asked]
+  others = list(story.others)
   rng.shuffle(others)
-  return tuple(answered_question(f"Where is {a}?", rooms[a]) for a in others[:count])
+  return tuple(answered_question(q, a) for q, a in others[:count])
 
 
 def _interleave(facts: Sequence[str], questions: Sequence[babi.Question],

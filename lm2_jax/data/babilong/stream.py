@@ -153,19 +153,21 @@ class _TrainingSource:
   ``hard_questions`` of the stories is redrawn until the fact just before the question does
   not contain the answer: on those, "the last room mentioned" is wrong. With ``interleave``
   each story keeps its earlier questions where it asks them, answered and scored; with
-  ``recall`` > 0 (qa1) each story's answer is followed by up to that many questions about
-  its other actors, answered and scored (``recall_pieces``).
+  ``recall`` > 0 the answer of each story of ``recall_tasks`` is followed by up to that many
+  other questions its facts answer (for qa1, about its other actors), answered and scored
+  (``recall_pieces``).
   """
 
   def __init__(self, tasks, lengths, tokenizer, haystack, seq_len, seed, add_bos,
                end_jitter=0, max_gap=0, questions=1, hard_questions=0.0, interleave=False,
-               recall=0):
+               recall=0, recall_tasks=("qa1",)):
     self.tasks = tuple(babi.check_task(t) for t in tasks)
     self.lengths = tuple(min(parse_length(x), seq_len) for x in lengths)
     self.tokenizer, self.haystack = tokenizer, haystack
     self.seq_len, self.seed, self.add_bos = seq_len, seed, add_bos
     self.end_jitter, self.max_gap, self.questions = end_jitter, max_gap, questions
     self.hard_questions, self.interleave, self.recall = hard_questions, interleave, recall
+    self.recall_tasks = tuple(recall_tasks)
     # Boundary effects of subword tokenizers can add a token where prompt parts meet.
     self.slack = 0 if isinstance(tokenizer, ByteTokenizer) else 3
     self._short: dict[str, int] = {}
@@ -202,7 +204,7 @@ class _TrainingSource:
     return _build(pick.choice(self.tasks), index, self.seed, self.tokenizer, self.haystack,
                   budget=budget, fill=fill, split="train", overhead=self._overhead, gap=gap,
                   accept=answer_not_in_last_fact if hard else None, interleave=self.interleave,
-                  recall=self.recall)
+                  recall=self.recall, recall_tasks=self.recall_tasks)
 
   def __getitem__(self, i: int) -> dict:
     i = int(i)
@@ -270,7 +272,7 @@ class _TrainingSource:
 def check_shortest(tasks: Sequence[str], lengths: Sequence[str | int] | None,
                    tokenizer: Tokenizer, haystack: Haystack | str | None, seq_len: int, *,
                    add_bos: bool = True, end_jitter: int = 0, interleave: bool = False,
-                   recall: int = 0) -> None:
+                   recall: int = 0, recall_tasks: Sequence[str] = ("qa1",)) -> None:
   """Raise ValueError unless every task has a story that fits the stream's shortest record.
 
   The shortest record is the shortest length (capped at ``seq_len``) less the largest
@@ -279,7 +281,7 @@ def check_shortest(tasks: Sequence[str], lengths: Sequence[str | int] | None,
   """
   source = _TrainingSource(tasks, lengths or (seq_len,), tokenizer, load_haystack(haystack),
                            seq_len, 0, add_bos, end_jitter, interleave=interleave,
-                           recall=recall)
+                           recall=recall, recall_tasks=recall_tasks)
   for length in sorted(set(source.lengths)):
     budget = length or seq_len
     cut = min(end_jitter, budget // 2) - 1 if end_jitter else 0
@@ -287,7 +289,7 @@ def check_shortest(tasks: Sequence[str], lengths: Sequence[str | int] | None,
       try:
         _build(task, 0, 0, tokenizer, source.haystack, budget=budget - cut, fill=length > 0,
                split="train", overhead=source._overhead, interleave=interleave,
-               recall=recall)
+               recall=recall, recall_tasks=recall_tasks)
       except ValueError:
         raise ValueError(
             f"{task}: no story fits a record of {budget} tokens"
@@ -297,12 +299,13 @@ def check_shortest(tasks: Sequence[str], lengths: Sequence[str | int] | None,
 def episode_source(tasks: Sequence[str], tokenizer: Tokenizer | str, *, seed: int,
                    haystack: Haystack | str | None = None, add_bos: bool = True,
                    end_jitter: int = 0, hard_questions: float = 0.0,
-                   interleave: bool = False, recall: int = 0) -> _TrainingSource:
+                   interleave: bool = False, recall: int = 0,
+                   recall_tasks: Sequence[str] = ("qa1",)) -> _TrainingSource:
   """The source of training episodes: ``.episode(key, length, stories)`` (arguments as
   ``make_babilong_dataset``'s; an episode's facts lie anywhere in it, so no ``max_gap``)."""
   tokenizer = load_tokenizer(tokenizer)
   return _TrainingSource(tasks, (0,), tokenizer, load_haystack(haystack), 1, seed, add_bos,
-                         end_jitter, 0, 1, hard_questions, interleave, recall)
+                         end_jitter, 0, 1, hard_questions, interleave, recall, recall_tasks)
 
 
 def make_babilong_dataset(tasks: Sequence[str], lengths: Sequence[str | int] | None,
@@ -311,7 +314,8 @@ def make_babilong_dataset(tasks: Sequence[str], lengths: Sequence[str | int] | N
                           haystack: Haystack | str | None = None, add_bos: bool = True,
                           num_threads: int = 0, end_jitter: int = 0, max_gap: int = 0,
                           questions: int = 1, hard_questions: float = 0.0,
-                          interleave: bool = False, recall: int = 0):
+                          interleave: bool = False, recall: int = 0,
+                          recall_tasks: Sequence[str] = ("qa1",)):
   """An endless Grain stream of BABILong training batches in the compact template.
 
   Each batch is ``{"tokens": int32[batch_size, seq_len], "loss_mask": float32[batch_size,
@@ -323,8 +327,8 @@ def make_babilong_dataset(tasks: Sequence[str], lengths: Sequence[str | int] | N
   the question ends and how far the last fact lies before it, ``questions`` how many stories
   one sequence may hold, ``hard_questions`` how often the fact before the question must not
   hold the answer, ``interleave`` whether a story's earlier questions stay in it, answered and
-  scored, ``recall`` how many of its other actors are asked after its answer
-  (``_TrainingSource``). Building
+  scored, ``recall`` how many other questions its facts answer follow the answer of each
+  story of ``recall_tasks`` (``_TrainingSource``). Building
   the dataset costs nothing, so a curriculum can make one per sequence length. Host
   ``shard_index`` of ``shard_count`` reads records shard_index, shard_index + shard_count,
   ...; ``iterator.get_state()`` / ``set_state()`` resume exactly. Draws use the "train"
@@ -337,7 +341,7 @@ def make_babilong_dataset(tasks: Sequence[str], lengths: Sequence[str | int] | N
   tokenizer = load_tokenizer(tokenizer)
   source = _TrainingSource(tasks, lengths or (seq_len,), tokenizer, load_haystack(haystack),
                            seq_len, seed, add_bos, end_jitter, max_gap, questions,
-                           hard_questions, interleave, recall)
+                           hard_questions, interleave, recall, recall_tasks)
   ds = grain.MapDataset.source(source)[shard_index::shard_count]
   read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(2 * batch_size, 1))
   return ds.to_iter_dataset(read).batch(batch_size, drop_remainder=True)
