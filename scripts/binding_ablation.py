@@ -399,7 +399,8 @@ def train_variant(name: str, root: str, seed: int, run=subprocess.run) -> str:
   """Train `name` in root/name unless its last checkpoint is there; returns that directory.
 
   The BPE it reads (root/bpe512, on generated qa1 text, or root/bpe512_qa1to5, on qa1-qa5's)
-  is trained first when missing; a stage's parent (`train.init_from`) must already be trained under the same root.
+  is trained first when missing; a stage's parent (`train.init_from`) must already be
+  trained under the same root.
   """
   workdir = os.path.join(root, name)
   over = overrides_of(name, root)

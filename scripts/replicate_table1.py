@@ -97,8 +97,9 @@ def _evaluate(args, names: list[str], workdirs: list[str], task: str, output: st
               log: str, lengths: str | None = None) -> dict:
   if not os.path.exists(output):
     cmd = [sys.executable, "eval.py", "--task", "babilong", "--tasks", task, "--lengths",
-           lengths or args.lengths, "--num-samples", str(args.num_samples), "--seed", str(args.seed),
-           "--batch-size", str(args.batch_size), "--no-progress", "--output", output]
+           lengths or args.lengths, "--num-samples", str(args.num_samples), "--seed",
+           str(args.seed), "--batch-size", str(args.batch_size), "--no-progress", "--output",
+           output]
     for name, workdir in zip(names, workdirs):
       cmd += ["--checkpoint", workdir, "--name", name]
     print(f"evaluate {task}: {', '.join(names)}", flush=True)
