@@ -269,12 +269,9 @@ def _story_loop(w: _World, task: str, ask: Ask, step: Callable[[], object], *,
   return Story(task, tuple(w.facts), tuple(questions))
 
 
-def _ask_where_actor(w: _World) -> tuple[str, str] | None:
-  known = [a for a in w.mentioned if w.known[a]]
-  if not known:
-    return None
-  actor = w.rng.choice(known)
-  return f"Where is {actor}?", w.loc[actor]
+def _pick(answerable: Answerable) -> Ask:
+  """Ask one of ``answerable``'s questions, drawn uniformly (None while there is none)."""
+  return lambda w: w.rng.choice(options) if (options := answerable(w)) else None
 
 
 def _where_actors(w: _World) -> list[tuple[str, str]]:
@@ -295,16 +292,8 @@ def final_rooms(facts: Sequence[str]) -> dict[str, str]:
 
 def _qa1(rng: random.Random) -> Story:
   w = _World(rng, ACTORS, ROOMS)
-  return _story_loop(w, "qa1", _ask_where_actor, w.random_move,
+  return _story_loop(w, "qa1", _pick(_where_actors), w.random_move,
                      num_questions=5, gap=(2, 2), max_facts=10, answerable=_where_actors)
-
-
-def _ask_where_object(w: _World) -> tuple[str, str] | None:
-  known = [o for o in w.objects if w.trail[o][-1][1]]
-  if not known:
-    return None
-  obj = w.rng.choice(known)
-  return f"Where is the {obj}?", w.where(obj)
 
 
 def _where_objects(w: _World) -> list[tuple[str, str]]:
@@ -314,14 +303,9 @@ def _where_objects(w: _World) -> list[tuple[str, str]]:
 def _qa2(rng: random.Random) -> Story:
   w = _World(rng, ACTORS, ROOMS)
   step = lambda: w.random_action(get_p=0.3, drop_p=0.15, carrier_move_p=0.4)
-  return _story_loop(w, "qa2", _ask_where_object, step,
+  return _story_loop(w, "qa2", _pick(_where_objects), step,
                      num_questions=rng.randint(1, 5), gap=(1, 8), max_facts=68,
                      answerable=_where_objects)
-
-
-def _ask_where_before(w: _World) -> tuple[str, str] | None:
-  options = _where_before(w)
-  return w.rng.choice(options) if options else None
 
 
 def _where_before(w: _World) -> list[tuple[str, str]]:
@@ -340,7 +324,7 @@ def _where_before(w: _World) -> list[tuple[str, str]]:
 def _qa3(rng: random.Random) -> Story:
   w = _World(rng, ACTORS, ROOMS)
   step = lambda: w.random_action(get_p=0.4, drop_p=0.1, carrier_move_p=0.6)
-  return _story_loop(w, "qa3", _ask_where_before, step,
+  return _story_loop(w, "qa3", _pick(_where_before), step,
                      num_questions=rng.randint(1, 5), gap=(2, 8), max_facts=64,
                      answerable=_where_before)
 
