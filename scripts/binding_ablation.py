@@ -127,6 +127,8 @@ scratch on the default's stream (seed 0):
            each followed by recall questions of its own kind (`data.recall_tasks`), a BPE
            trained on the five tasks (root/bpe512_qa1to5), stage 1 on 256-token sequences;
            evaluate with `--tasks qa1,qa2,qa3,qa4,qa5`
+  bpe0k_lm2_recall5_qa1  bpe0k_lm2_recall5's weights, 1,500 more steps on qa1 stories alone
+           (learning rate 1e-3): is qa1 in the mixture short of qa1 data?
   bpe_lm2_mix  a fifth stage, from bpe_lm2_4k's weights: half the samples the stories
            alone (facts back to back, several in a segment, as at 0k), half in background
            with up to 6 stories and a 0-64-segment gap; 16-64 segments of batch 8, learning
@@ -381,6 +383,14 @@ VARIANTS[STAGED["lm2_qa1to5"][0]] = [
     if not o.startswith(("train.seq_len", "train.batch_size", *SEGMENT_KEYS[1:]))] + [
     "train.seq_len=256", "train.batch_size=16", "train.curriculum.max_segments=[16]",
     "train.curriculum.min_segments=16", "train.eval_segments=[16]"]
+# Is qa1 short of qa1 data in the five-task stage 1 (a fifth of the stories)? Its weights
+# trained 1,500 more steps on qa1 stories alone, the same stream otherwise.
+VARIANTS["bpe0k_lm2_recall5_qa1"] = [
+    o for o in VARIANTS["bpe0k_lm2_recall5"]
+    if not o.startswith(("train.steps", "data.tasks", "data.recall_tasks"))] + [
+    "train.steps=1500", "train.init_from={workdir}/bpe0k_lm2_recall5",
+    "train.learning_rate=1.0e-3", "train.warmup_steps=50", "data.tasks=[qa1]",
+    "data.recall_tasks=[qa1]"]
 # The tokenizers the variants read: {bpe} on qa1's text, {bpe5} on qa1-qa5's.
 TOKENIZERS = {"bpe": ("bpe512", "qa1"), "bpe5": ("bpe512_qa1to5", "qa1,qa2,qa3,qa4,qa5")}
 
