@@ -351,6 +351,27 @@ def test_short_records_of_a_many_story_stream_hold_fewer_stories():
   assert set(answers) == {1}
 
 
+def test_recall_questions_count_in_the_share_a_story_needs():
+  """A many-story record is split into shares that each hold a story with its recall
+  questions: sized without them (qa5's three add about as much as the story itself), a
+  five-task stream at 512 BPE tokens met shares no qa5 story fitted and stopped training."""
+  from lm2_jax.data.babilong.stream import _TrainingSource
+  tok = ByteTokenizer()
+
+  def source(**recall):
+    return _TrainingSource(("qa5",), (1024,), tok, None, 1024, 0, True, questions=6,
+                           interleave=True, **recall)
+
+  plain = source().short_story("qa5")
+  assert source(recall=3, recall_tasks=("qa5",)).short_story("qa5") > 1.5 * plain
+  assert source(recall=3, recall_tasks=("qa1",)).short_story("qa5") == plain
+  ds = make_babilong_dataset(["qa5"], None, tok, seq_len=1024, batch_size=8, seed=0,
+                             end_jitter=16, questions=6, interleave=True, recall=3,
+                             recall_tasks=["qa5"])
+  batch = next(iter(ds))
+  assert batch["loss_mask"].sum(axis=1).min() > 0
+
+
 @pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
 def test_hard_questions_take_the_answer_out_of_the_last_fact(fraction):
   """hard_questions: that share of the samples asks about someone the last fact does not

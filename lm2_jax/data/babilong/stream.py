@@ -17,7 +17,7 @@ from lm2_jax.data import babi
 from lm2_jax.data.babilong.lengths import PROMPT_RESERVE, input_budget, length_name, parse_length
 from lm2_jax.data.babilong.prompts import COMPACT_TEMPLATE, format_training_example
 from lm2_jax.data.babilong.samples import (_build, _count, _rng, answer_not_in_last_fact,
-                                          make_sample)
+                                          make_sample, recall_pieces)
 from lm2_jax.data.haystack import Haystack, load_haystack
 from lm2_jax.data.tokenizers import ByteTokenizer, Tokenizer, load_tokenizer
 
@@ -183,13 +183,17 @@ class _TrainingSource:
 
   def short_story(self, task: str) -> int:
     """The tokens of the shortest of 32 fixed draws of ``task``'s samples (a story asked at its
-    first question, with template and answer); measured once."""
+    first question, with template and answer, and its recall questions when ``task`` gets
+    them); measured once."""
     if task not in self._short:
       costs = []
       for k in range(32):
         story = babi.generate_story(task, _rng("short", task, k)).sample(0)
-        costs.append(sum(_count(self.tokenizer, [" " + f for f in story.facts]))
-                     + self._overhead(story))
+        cost = sum(_count(self.tokenizer, [" " + f for f in story.facts])) + self._overhead(story)
+        if self.recall and task in self.recall_tasks:
+          recalled = recall_pieces(story, self.recall, _rng("short", "recall", task, k))
+          cost += _count(self.tokenizer, [" " + " ".join(recalled)])[0] if recalled else 0
+        costs.append(cost)
       self._short[task] = min(costs)
     return self._short[task]
 
