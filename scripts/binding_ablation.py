@@ -129,6 +129,8 @@ scratch on the default's stream (seed 0):
            evaluate with `--tasks qa1,qa2,qa3,qa4,qa5`
   bpe0k_lm2_recall5_qa1  bpe0k_lm2_recall5's weights, 1,500 more steps on qa1 stories alone
            (learning rate 1e-3): is qa1 in the mixture short of qa1 data?
+  bpe0k_lm2_recall5_qa1only  bpe0k_lm2_recall5 from scratch on qa1 stories alone (the
+           five-task tokenizer, 256-token sequences, batch 16): is it the setting or the mixture?
   bpe_lm2_mix  a fifth stage, from bpe_lm2_4k's weights: half the samples the stories
            alone (facts back to back, several in a segment, as at 0k), half in background
            with up to 6 stories and a 0-64-segment gap; 16-64 segments of batch 8, learning
@@ -391,6 +393,12 @@ VARIANTS["bpe0k_lm2_recall5_qa1"] = [
     "train.steps=1500", "train.init_from={workdir}/bpe0k_lm2_recall5",
     "train.learning_rate=1.0e-3", "train.warmup_steps=50", "data.tasks=[qa1]",
     "data.recall_tasks=[qa1]"]
+# Or is it the five-task setting itself? qa1 stories alone from scratch in the five-task
+# stage 1's tokenizer, sequence length and batch (bpe0k_lm2_recall5 with qa1 only).
+VARIANTS["bpe0k_lm2_recall5_qa1only"] = [
+    o for o in VARIANTS["bpe0k_lm2_recall5"]
+    if not o.startswith(("data.tasks", "data.recall_tasks"))] + [
+    "data.tasks=[qa1]", "data.recall_tasks=[qa1]"]
 # The tokenizers the variants read: {bpe} on qa1's text, {bpe5} on qa1-qa5's.
 TOKENIZERS = {"bpe": ("bpe512", "qa1"), "bpe5": ("bpe512_qa1to5", "qa1,qa2,qa3,qa4,qa5")}
 
