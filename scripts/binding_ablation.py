@@ -385,20 +385,22 @@ VARIANTS[STAGED["lm2_qa1to5"][0]] = [
     if not o.startswith(("train.seq_len", "train.batch_size", *SEGMENT_KEYS[1:]))] + [
     "train.seq_len=256", "train.batch_size=16", "train.curriculum.max_segments=[16]",
     "train.curriculum.min_segments=16", "train.eval_segments=[16]"]
+
+
+def _qa1_only(overrides: list[str], drop: tuple[str, ...] = ()) -> list[str]:
+  """`overrides` on qa1 stories alone, without the keys that start with `drop`."""
+  return [o for o in overrides if not o.startswith(("data.tasks", "data.recall_tasks", *drop))
+          ] + ["data.tasks=[qa1]", "data.recall_tasks=[qa1]"]
+
+
 # Is qa1 short of qa1 data in the five-task stage 1 (a fifth of the stories)? Its weights
 # trained 1,500 more steps on qa1 stories alone, the same stream otherwise.
-VARIANTS["bpe0k_lm2_recall5_qa1"] = [
-    o for o in VARIANTS["bpe0k_lm2_recall5"]
-    if not o.startswith(("train.steps", "data.tasks", "data.recall_tasks"))] + [
+VARIANTS["bpe0k_lm2_recall5_qa1"] = _qa1_only(VARIANTS["bpe0k_lm2_recall5"], ("train.steps",)) + [
     "train.steps=1500", "train.init_from={workdir}/bpe0k_lm2_recall5",
-    "train.learning_rate=1.0e-3", "train.warmup_steps=50", "data.tasks=[qa1]",
-    "data.recall_tasks=[qa1]"]
+    "train.learning_rate=1.0e-3", "train.warmup_steps=50"]
 # Or is it the five-task setting itself? qa1 stories alone from scratch in the five-task
 # stage 1's tokenizer, sequence length and batch (bpe0k_lm2_recall5 with qa1 only).
-VARIANTS["bpe0k_lm2_recall5_qa1only"] = [
-    o for o in VARIANTS["bpe0k_lm2_recall5"]
-    if not o.startswith(("data.tasks", "data.recall_tasks"))] + [
-    "data.tasks=[qa1]", "data.recall_tasks=[qa1]"]
+VARIANTS["bpe0k_lm2_recall5_qa1only"] = _qa1_only(VARIANTS["bpe0k_lm2_recall5"])
 # The tokenizers the variants read: {bpe} on qa1's text, {bpe5} on qa1-qa5's.
 TOKENIZERS = {"bpe": ("bpe512", "qa1"), "bpe5": ("bpe512_qa1to5", "qa1,qa2,qa3,qa4,qa5")}
 
