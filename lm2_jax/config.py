@@ -331,6 +331,11 @@ class DataConfig:
   # The tasks whose stories get recall questions (some of qa1-qa5, the tasks that have
   # them); at least one must be among data.tasks. The others' stories get none.
   recall_tasks: tuple[str, ...] = ("qa1",)
+  # BABILong 0k training records (data.lengths 0k: the facts alone) hold stories back to
+  # back while they fit instead of one story and padding: about three times the answers
+  # per step in 256-token rows (docs/data.md, "Packed 0k records"). The held-out stream
+  # and evaluation keep one story per sample.
+  pack_stories: bool = False
   # BABILong with train.memory_carry_steps = k: this many rows of each batch (its last ones)
   # hold episodes instead of records: the row's k carried sequences, from one memory
   # restart to the next, are one long sample (1..episode_stories stories, facts spread
@@ -524,6 +529,8 @@ def _validate_data(d: DataConfig, need):
        f"must be a fraction in [0, 1], got {d.hard_questions}")
   need(d.recall_questions >= 0, "data.recall_questions",
        f"must be >= 0, got {d.recall_questions}")
+  need(not d.pack_stories or d.kind == "babilong", "data.pack_stories",
+       f"packs BABILong's 0k training records: it needs data.kind=babilong, got {d.kind!r}")
   bad = [t for t in d.recall_tasks if t not in RECALL_TASKS]
   need(not bad, "data.recall_tasks",
        f"{bad} have no recall questions; expected some of {list(RECALL_TASKS)}")

@@ -131,6 +131,11 @@ scratch on the default's stream (seed 0):
            (learning rate 1e-3): is qa1 in the mixture short of qa1 data?
   bpe0k_lm2_recall5_qa1only  bpe0k_lm2_recall5 from scratch on qa1 stories alone (the
            five-task tokenizer, 256-token sequences, batch 16): is it the setting or the mixture?
+  bpe0k_lm2_recall_tok5, bpe0k_lm2_recall_rows256  bpe0k_lm2_recall (qa1, binds) with one
+           part of that setting each: the five-task tokenizer; 256-token rows of batch 16
+  bpe0k_lm2_recall5p, ..., bpe_lm2_4k_episodes_recall5p  the qa1-qa5 lineage with stage 1's
+           0k records packed (`data.pack_stories`, about two stories per row), each later
+           stage from the packed lineage's previous one
   bpe_lm2_mix  a fifth stage, from bpe_lm2_4k's weights: half the samples the stories
            alone (facts back to back, several in a segment, as at 0k), half in background
            with up to 6 stories and a 0-64-segment gap; 16-64 segments of batch 8, learning
@@ -385,6 +390,14 @@ VARIANTS[STAGED["lm2_qa1to5"][0]] = [
     if not o.startswith(("train.seq_len", "train.batch_size", *SEGMENT_KEYS[1:]))] + [
     "train.seq_len=256", "train.batch_size=16", "train.curriculum.max_segments=[16]",
     "train.curriculum.min_segments=16", "train.eval_segments=[16]"]
+# The same lineage with stage 1's 0k records packed (`data.pack_stories`): about two
+# stories per 256-token row instead of one and padding, as many per step as the qa1
+# recipe's 128-token rows of batch 32 see. Only stage 1 has 0k records to pack.
+STAGED["lm2_qa1to5_packed"] = [f"{s}p" for s in STAGED["lm2_qa1to5"]]
+for _stage, _name in zip(STAGED["lm2_qa1to5"], STAGED["lm2_qa1to5_packed"]):
+  VARIANTS[_name] = [o + ("p" if o.startswith("train.init_from") else "")
+                     for o in VARIANTS[_stage]]
+VARIANTS[STAGED["lm2_qa1to5_packed"][0]].append("data.pack_stories=true")
 
 
 def _qa1_only(overrides: list[str], drop: tuple[str, ...] = ()) -> list[str]:
@@ -401,6 +414,16 @@ VARIANTS["bpe0k_lm2_recall5_qa1"] = _qa1_only(VARIANTS["bpe0k_lm2_recall5"], ("t
 # Or is it the five-task setting itself? qa1 stories alone from scratch in the five-task
 # stage 1's tokenizer, sequence length and batch (bpe0k_lm2_recall5 with qa1 only).
 VARIANTS["bpe0k_lm2_recall5_qa1only"] = _qa1_only(VARIANTS["bpe0k_lm2_recall5"])
+# Which part of the setting? The qa1 recipe that binds (bpe0k_lm2_recall) with one of the
+# two differences at a time: the five-task tokenizer, or the five-task stage 1's rows (256
+# tokens in 16 segments, batch 16: the same tokens per step, half the stories).
+VARIANTS["bpe0k_lm2_recall_tok5"] = [o.replace("{bpe}", "{bpe5}")
+                                     for o in VARIANTS["bpe0k_lm2_recall"]]
+VARIANTS["bpe0k_lm2_recall_rows256"] = [
+    o for o in VARIANTS["bpe0k_lm2_recall"]
+    if not o.startswith(("train.seq_len", "train.batch_size", *SEGMENT_KEYS[1:]))] + [
+    "train.seq_len=256", "train.batch_size=16", "train.curriculum.max_segments=[16]",
+    "train.curriculum.min_segments=16", "train.eval_segments=[16]"]
 # The tokenizers the variants read: {bpe} on qa1's text, {bpe5} on qa1-qa5's.
 TOKENIZERS = {"bpe": ("bpe512", "qa1"), "bpe5": ("bpe512_qa1to5", "qa1,qa2,qa3,qa4,qa5")}
 

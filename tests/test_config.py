@@ -121,3 +121,14 @@ def test_hard_questions_must_be_a_fraction(value):
 def test_recall_questions_need_stories_that_have_them(overrides, expected):
   with pytest.raises(ConfigError, match=expected):
     load_config(None, overrides)
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["data.pack_stories=true", "data.lengths=[1k,4k]"],
+     r"^data\.pack_stories: packs the 0k records .*needs 0k in data\.lengths, got \['1k', '4k'\]"),
+    (["data.pack_stories=true", "data.kind=text", "data.paths=[corpus.txt]"],
+     r"^data\.pack_stories: packs BABILong's 0k training records: it needs data\.kind=babilong"),
+])
+def test_packing_needs_babilong_0k_records(overrides, expected):
+  with pytest.raises(ConfigError, match=expected):
+    load_config(None, overrides)

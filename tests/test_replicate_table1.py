@@ -74,6 +74,17 @@ def test_the_five_task_lineage_is_lm2s_on_qa1_to_qa5_with_its_own_tokenizer(tmp_
   assert calls[0][calls[0].index("--output") + 1] == ours.data.tokenizer
 
 
+
+def test_the_packed_five_task_lineage_differs_only_in_packing_stage_one(tmp_path):
+  root, previous = str(tmp_path), None
+  for stage, unpacked in zip(STAGED["lm2_qa1to5_packed"], STAGED["lm2_qa1to5"]):
+    ours, theirs = _config(stage, root), _config(unpacked, root)
+    assert ours.data == dataclasses.replace(theirs.data, pack_stories=previous is None)
+    assert ours.train.init_from == (os.path.join(root, previous) if previous else "")
+    assert dataclasses.replace(ours.train, init_from=theirs.train.init_from) == theirs.train
+    assert ours.model == theirs.model
+    previous = stage
+
 def test_train_variant_makes_the_tokenizer_first_and_trains_a_stage_once(tmp_path):
   calls = []
   name = STAGED["rmt"][1]

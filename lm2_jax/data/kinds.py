@@ -122,6 +122,10 @@ class Babilong(DataKind):
         parse_length(length)
       except ValueError as e:
         need(False, f"data.lengths[{i}]", str(e))
+    zero_k = any(parse_length(x) == 0 for x in d.lengths)
+    need(not d.pack_stories or zero_k, "data.pack_stories",
+         f"packs the 0k records (the facts alone): it needs 0k in data.lengths, got "
+         f"{list(d.lengths)}")
 
   def check(self, d: DataConfig) -> None:
     from lm2_jax.data.haystack import load_haystack  # pylint: disable=g-import-not-at-top
@@ -155,7 +159,8 @@ class Babilong(DataKind):
                                  hard_questions=d.hard_questions,
                                  interleave=d.interleaved_questions and not held_out,
                                  recall=0 if held_out else d.recall_questions,
-                                 recall_tasks=d.recall_tasks)
+                                 recall_tasks=d.recall_tasks,
+                                 pack=d.pack_stories and not held_out)
 
   def episodes(self, cfg: Config, tokenizer: Tokenizer, seed: int):
     """The source of data.episode_rows' long samples (`episode_source`)."""

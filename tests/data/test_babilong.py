@@ -351,6 +351,40 @@ def test_short_records_of_a_many_story_stream_hold_fewer_stories():
   assert set(answers) == {1}
 
 
+def _answer_spans(mask: np.ndarray) -> list[tuple[int, int]]:
+  edges = np.flatnonzero(np.diff(np.concatenate([[0], mask, [0]])))
+  return list(zip(edges[::2], edges[1::2]))
+
+
+def test_packed_0k_records_hold_stories_back_to_back_each_answer_right():
+  """pack: a 0k record holds whole stories, facts alone, one after another while they fit,
+  every answer scored and right; unpacked records of the same stream hold one story."""
+  tok = ByteTokenizer()
+
+  def batch(pack):
+    return next(iter(make_babilong_dataset(["qa1"], ["0k"], tok, seq_len=1024, batch_size=16,
+                                           seed=3, pack=pack)))
+
+  packed, single = batch(True), batch(False)
+  assert {len(_answer_spans(m)) for m in single["loss_mask"]} == {1}
+  counts = []
+  for tokens, mask in zip(packed["tokens"], packed["loss_mask"]):
+    spans = _answer_spans(mask)
+    counts.append(len(spans))
+    start = 1                                   # after BOS
+    for a, b in spans:
+      assert tokens[b - 1] == tok.eos_id
+      facts, question = re.search(r"^(.*) Question: (.*?) Answer:$",
+                                  tok.decode(tokens[start:a])).groups()
+      assert hidden_facts(facts) == re.split(r"(?<=[.!?]) ", facts.strip())  # facts alone
+      assert solve(hidden_facts(facts), question) == tok.decode(tokens[a:b - 1]).strip()
+      start = b
+    assert (tokens[start:] == tok.pad_id).all()     # nothing cut: PAD after the last story
+  assert min(counts) >= 2 and np.mean(counts) > 3
+  again = batch(True)
+  assert (again["tokens"] == packed["tokens"]).all()
+
+
 def test_recall_questions_count_in_the_share_a_story_needs():
   """A many-story record is split into shares that each hold a story with its recall
   questions: sized without them (qa5's three add about as much as the story itself), a

@@ -6,6 +6,7 @@ restarting at an index.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import random
@@ -155,19 +156,21 @@ class _TrainingSource:
   each story keeps its earlier questions where it asks them, answered and scored; with
   ``recall`` > 0 the answer of each story of ``recall_tasks`` is followed by up to that many
   other questions its facts answer (for qa1, about its other actors), answered and scored
-  (``recall_pieces``).
+  (``recall_pieces``). With ``pack`` a 0k record (the facts alone) holds stories back to
+  back while they fit (``_packed``): a 256-token row then holds about three qa1 stories
+  instead of one and two thirds padding.
   """
 
   def __init__(self, tasks, lengths, tokenizer, haystack, seq_len, seed, add_bos,
                end_jitter=0, max_gap=0, questions=1, hard_questions=0.0, interleave=False,
-               recall=0, recall_tasks=("qa1",)):
+               recall=0, recall_tasks=("qa1",), pack=False):
     self.tasks = tuple(babi.check_task(t) for t in tasks)
     self.lengths = tuple(min(parse_length(x), seq_len) for x in lengths)
     self.tokenizer, self.haystack = tokenizer, haystack
     self.seq_len, self.seed, self.add_bos = seq_len, seed, add_bos
     self.end_jitter, self.max_gap, self.questions = end_jitter, max_gap, questions
     self.hard_questions, self.interleave, self.recall = hard_questions, interleave, recall
-    self.recall_tasks = tuple(recall_tasks)
+    self.recall_tasks, self.pack = tuple(recall_tasks), pack
     # Boundary effects of subword tokenizers can add a token where prompt parts meet.
     self.slack = 0 if isinstance(tokenizer, ByteTokenizer) else 3
     self._short: dict[str, int] = {}
@@ -217,6 +220,8 @@ class _TrainingSource:
     budget = length or self.seq_len
     if self.end_jitter:
       budget -= pick.randrange(min(self.end_jitter, budget // 2))
+    if not length and self.pack:
+      return self._arrays(*self._packed(pick, i, budget))
     count = pick.randint(1, self.questions) if length and self.questions > 1 else 1
     if count > 1:
       # A share is at least a third of budget / count and must hold some story: the short
@@ -228,12 +233,33 @@ class _TrainingSource:
       tokens, loss_mask = sample_to_arrays(sample, self.tokenizer, self.seq_len,
                                            add_bos=self.add_bos)
       return {"tokens": tokens, "loss_mask": loss_mask}
-    ids, targets = self._stories(pick, i, budget, count)
+    return self._arrays(*self._stories(pick, i, budget, count))
+
+  def _arrays(self, ids: list[int], targets: list[int]) -> dict:
+    """A record's ids and scored indices as ``tokens`` and ``loss_mask``, PAD after the ids."""
     tokens = np.full((self.seq_len,), self.tokenizer.pad_id, np.int32)
     tokens[:len(ids)] = ids
     loss_mask = np.zeros((self.seq_len,), np.float32)
     loss_mask[targets] = 1.0
     return {"tokens": tokens, "loss_mask": loss_mask}
+
+  def _packed(self, pick: random.Random, key, budget: int) -> tuple[list[int], list[int]]:
+    """0k stories back to back in ``budget`` tokens (BOS included), their ids and the
+    indices of their scored answers. The first is redrawn until it fits, as an unpacked
+    record's story is; each later one is taken as drawn and the record ends at the first
+    that does not fit what is left: no redraws, so the later stories are not picked for
+    being short."""
+    ids: list[int] = [self.tokenizer.bos_id] if self.add_bos else []
+    targets: list[int] = []
+    story = self._sample(pick, (key, 0), budget, fill=False)
+    for j in itertools.count(1):
+      story_ids, _, scored = _example_ids(story, self.tokenizer)
+      if len(ids) + len(story_ids) > (budget if targets else self.seq_len):
+        break
+      targets += [len(ids) + k for k in scored]
+      ids += story_ids
+      story = self._sample(pick, (key, j), None, fill=False, spread=True)
+    return ids, targets
 
   def _stories(self, pick: random.Random, key, budget: int, count: int,
                spread: bool = False) -> tuple[list[int], list[int]]:
@@ -319,7 +345,7 @@ def make_babilong_dataset(tasks: Sequence[str], lengths: Sequence[str | int] | N
                           num_threads: int = 0, end_jitter: int = 0, max_gap: int = 0,
                           questions: int = 1, hard_questions: float = 0.0,
                           interleave: bool = False, recall: int = 0,
-                          recall_tasks: Sequence[str] = ("qa1",)):
+                          recall_tasks: Sequence[str] = ("qa1",), pack: bool = False):
   """An endless Grain stream of BABILong training batches in the compact template.
 
   Each batch is ``{"tokens": int32[batch_size, seq_len], "loss_mask": float32[batch_size,
@@ -332,7 +358,8 @@ def make_babilong_dataset(tasks: Sequence[str], lengths: Sequence[str | int] | N
   one sequence may hold, ``hard_questions`` how often the fact before the question must not
   hold the answer, ``interleave`` whether a story's earlier questions stay in it, answered and
   scored, ``recall`` how many other questions its facts answer follow the answer of each
-  story of ``recall_tasks`` (``_TrainingSource``). Building
+  story of ``recall_tasks``, ``pack`` whether 0k records hold several stories back to back
+  (``_TrainingSource``). Building
   the dataset costs nothing, so a curriculum can make one per sequence length. Host
   ``shard_index`` of ``shard_count`` reads records shard_index, shard_index + shard_count,
   ...; ``iterator.get_state()`` / ``set_state()`` resume exactly. Draws use the "train"
@@ -345,7 +372,7 @@ def make_babilong_dataset(tasks: Sequence[str], lengths: Sequence[str | int] | N
   tokenizer = load_tokenizer(tokenizer)
   source = _TrainingSource(tasks, lengths or (seq_len,), tokenizer, load_haystack(haystack),
                            seq_len, seed, add_bos, end_jitter, max_gap, questions,
-                           hard_questions, interleave, recall, recall_tasks)
+                           hard_questions, interleave, recall, recall_tasks, pack)
   ds = grain.MapDataset.source(source)[shard_index::shard_count]
   read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(2 * batch_size, 1))
   return ds.to_iter_dataset(read).batch(batch_size, drop_remainder=True)
