@@ -332,8 +332,8 @@ class DataConfig:
   # them); at least one must be among data.tasks. The others' stories get none.
   recall_tasks: tuple[str, ...] = ("qa1",)
   # BABILong 0k training records (data.lengths 0k: the facts alone) hold stories back to
-  # back while they fit instead of one story and padding: about three times the answers
-  # per step in 256-token rows (docs/data.md, "Packed 0k records"). The held-out stream
+  # back while they fit instead of one story and padding: 2.6 times the qa1 stories per
+  # step in 256-token rows (docs/data.md, "Packed 0k records"). The held-out stream
   # and evaluation keep one story per sample.
   pack_stories: bool = False
   # BABILong with train.memory_carry_steps = k: this many rows of each batch (its last ones)

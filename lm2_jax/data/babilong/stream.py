@@ -157,8 +157,8 @@ class _TrainingSource:
   ``recall`` > 0 the answer of each story of ``recall_tasks`` is followed by up to that many
   other questions its facts answer (for qa1, about its other actors), answered and scored
   (``recall_pieces``). With ``pack`` a 0k record (the facts alone) holds stories back to
-  back while they fit (``_packed``): a 256-token row then holds about three qa1 stories
-  instead of one and two thirds padding.
+  back while they fit (``_packed``): a 256-token row of the five-task BPE then holds 2.6
+  qa1 stories on average instead of one and two thirds padding.
   """
 
   def __init__(self, tasks, lengths, tokenizer, haystack, seq_len, seed, add_bos,
