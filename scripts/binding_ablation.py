@@ -385,11 +385,17 @@ for _stage, _name in zip(STAGED["lm2"], STAGED["lm2_qa1to5"]):
   VARIANTS[_name] = [  # each stage's parent is the stage before it in STAGED["lm2"]
       o.replace("{bpe}", "{bpe5}") + ("5" if o.startswith("train.init_from") else "")
       for o in VARIANTS[_stage]] + [f"data.tasks={FIVE_TASKS}", f"data.recall_tasks={FIVE_TASKS}"]
-VARIANTS[STAGED["lm2_qa1to5"][0]] = [
-    o for o in VARIANTS[STAGED["lm2_qa1to5"][0]]
-    if not o.startswith(("train.seq_len", "train.batch_size", *SEGMENT_KEYS[1:]))] + [
-    "train.seq_len=256", "train.batch_size=16", "train.curriculum.max_segments=[16]",
-    "train.curriculum.min_segments=16", "train.eval_segments=[16]"]
+
+
+def _rows256(overrides: list[str]) -> list[str]:
+  """A 128-token stage 1 on 256-token rows in 16 segments, batch 16 (the same tokens)."""
+  return [o for o in overrides
+          if not o.startswith(("train.seq_len", "train.batch_size", *SEGMENT_KEYS[1:]))] + [
+      "train.seq_len=256", "train.batch_size=16", "train.curriculum.max_segments=[16]",
+      "train.curriculum.min_segments=16", "train.eval_segments=[16]"]
+
+
+VARIANTS[STAGED["lm2_qa1to5"][0]] = _rows256(VARIANTS[STAGED["lm2_qa1to5"][0]])
 # The same lineage with stage 1's 0k records packed (`data.pack_stories`): about two
 # stories per 256-token row instead of one and padding, as many per step as the qa1
 # recipe's 128-token rows of batch 32 see. Only stage 1 has 0k records to pack.
@@ -419,11 +425,7 @@ VARIANTS["bpe0k_lm2_recall5_qa1only"] = _qa1_only(VARIANTS["bpe0k_lm2_recall5"])
 # tokens in 16 segments, batch 16: the same tokens per step, half the stories).
 VARIANTS["bpe0k_lm2_recall_tok5"] = [o.replace("{bpe}", "{bpe5}")
                                      for o in VARIANTS["bpe0k_lm2_recall"]]
-VARIANTS["bpe0k_lm2_recall_rows256"] = [
-    o for o in VARIANTS["bpe0k_lm2_recall"]
-    if not o.startswith(("train.seq_len", "train.batch_size", *SEGMENT_KEYS[1:]))] + [
-    "train.seq_len=256", "train.batch_size=16", "train.curriculum.max_segments=[16]",
-    "train.curriculum.min_segments=16", "train.eval_segments=[16]"]
+VARIANTS["bpe0k_lm2_recall_rows256"] = _rows256(VARIANTS["bpe0k_lm2_recall"])
 # The tokenizers the variants read: {bpe} on qa1's text, {bpe5} on qa1-qa5's.
 TOKENIZERS = {"bpe": ("bpe512", "qa1"), "bpe5": ("bpe512_qa1to5", "qa1,qa2,qa3,qa4,qa5")}
 
