@@ -163,7 +163,11 @@ def _build(task: str, index: int, seed: int, tokenizer: Tokenizer, haystack: Hay
     if limit is not None and recalled:
       limit -= _count(tokenizer, [" " + " ".join(recalled)])[0]
     if gap is not None and budget is None:  # the facts, then `gap` tokens of background
-      limit, fill = sum(_count(tokenizer, [" " + f for f in pieces])) + gap, True
+      # A text that opens with a fact has no space before it, which costs one more token in
+      # some BPEs ("The" against " The"): the facts' cost is the larger of the two counts.
+      facts_cost = max(sum(_count(tokenizer, [" " + f for f in pieces])),
+                       _count(tokenizer, [" ".join(pieces)])[0])
+      limit, fill = facts_cost + gap, True
     if not fill or limit is None:
       text = " ".join(pieces)
       if limit is not None and _count(tokenizer, [text])[0] > limit:
@@ -179,7 +183,8 @@ def _build(task: str, index: int, seed: int, tokenizer: Tokenizer, haystack: Hay
     if recalled:
       sample["recall"] = recalled
     return sample
-  raise ValueError(f"{task}: no story fits in {budget} tokens after {_MAX_ATTEMPTS} draws; "
+  room = f"{budget} tokens" if gap is None else f"its facts and a gap of {gap} tokens"
+  raise ValueError(f"{task}: no story fits in {room} after {_MAX_ATTEMPTS} draws; "
                    "use a longer length")
 
 
