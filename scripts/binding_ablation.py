@@ -136,6 +136,8 @@ scratch on the default's stream (seed 0):
   bpe0k_lm2_recall5p, ..., bpe_lm2_4k_episodes_recall5p  the qa1-qa5 lineage with stage 1's
            0k records packed (`data.pack_stories`, about two stories per row), each later
            stage from the packed lineage's previous one
+  bpe_lm2_4k_episodes_recall5p_more, ..._dense  the packed lineage's stage 5 trained 800
+           more steps the same way, or with up to 8 stories per episode instead of 4
   bpe_lm2_mix  a fifth stage, from bpe_lm2_4k's weights: half the samples the stories
            alone (facts back to back, several in a segment, as at 0k), half in background
            with up to 6 stories and a 0-64-segment gap; 16-64 segments of batch 8, learning
@@ -404,6 +406,17 @@ for _stage, _name in zip(STAGED["lm2_qa1to5"], STAGED["lm2_qa1to5_packed"]):
   VARIANTS[_name] = [o + ("p" if o.startswith("train.init_from") else "")
                      for o in VARIANTS[_stage]]
 VARIANTS[STAGED["lm2_qa1to5_packed"][0]].append("data.pack_stories=true")
+# Does the far end of the packed five-task model (qa1-qa5 lose 14 points from 0k to 128k) lack
+# episodes? Stage 5 gives each task about ten far-away stories (800 steps, one row of two,
+# 1-4 stories per 40-sequence cycle). Its weights trained 800 more steps the same way, and
+# the same 800 steps with up to 8 stories per episode (twice as many far questions per step).
+_LAST_PACKED = STAGED["lm2_qa1to5_packed"][-1]
+VARIANTS[f"{_LAST_PACKED}_more"] = [
+    o for o in VARIANTS[_LAST_PACKED] if not o.startswith("train.init_from")] + [
+    f"train.init_from={{workdir}}/{_LAST_PACKED}"]
+VARIANTS[f"{_LAST_PACKED}_dense"] = [
+    o for o in VARIANTS[f"{_LAST_PACKED}_more"] if not o.startswith("data.episode_stories")] + [
+    "data.episode_stories=8"]
 
 
 def _qa1_only(overrides: list[str], drop: tuple[str, ...] = ()) -> list[str]:
