@@ -12,6 +12,11 @@ background: `--footprint-pairs` qa1 stories, each beside itself with the support
 room changed, and the memory's relative difference between the two as background follows
 (lm2_jax.model.trace.make_memory_footprint). Prints the tables and writes everything to one JSON file. This is how the
 numbers of docs/results.md ("Retention") were measured.
+
+Each model's free answers (gap curve and lengths) go to `<output>_predictions/<name>/`, one
+CSV per task and gap (`qa1_+256.csv`) or length, as eval.py writes them: two models probed
+with the same seed compare sample by sample with scripts/paired_compare.py, and a rerun of
+the same command reuses the answers already there.
 """
 
 from __future__ import annotations
@@ -80,8 +85,12 @@ def fact_pairs(tokenizer, count: int, seed: int) -> tuple[np.ndarray, np.ndarray
   return pad(a_rows), pad(b_rows), lengths
 
 
-def probe(path: str, args) -> dict:
-  """Every measurement of one checkpoint (work directory or step folder)."""
+def probe(path: str, args, predictions_dir: str | None = None) -> dict:
+  """Every measurement of one checkpoint (work directory or step folder).
+
+  The free answers of the gap curve and of the BABILong lengths go to `predictions_dir`
+  (one CSV per task and gap or length, as eval.py writes them) when it is given.
+  """
   cfg, params, step = ckpt.load_params(path)
   tokenizer = load_tokenizer(cfg.data.tokenizer)
   haystack = load_haystack(args.haystack)
@@ -98,13 +107,14 @@ def probe(path: str, args) -> dict:
   if args.gaps:
     out["gap_curve"] = gap_curve.evaluate_gap_curve(
         generate, tasks, _ints(args.gaps), cfg.model.segment_len, args.num_samples,
-        seed=args.seed, tokenizer=tokenizer, haystack=haystack, batch_size=args.batch_size)
+        seed=args.seed, tokenizer=tokenizer, haystack=haystack, batch_size=args.batch_size,
+        predictions_dir=predictions_dir)
   if args.lengths:
     source = ev_babilong.SampleSource("generate", args.num_samples, seed=args.seed,
                                       tokenizer=tokenizer, haystack=haystack)
     out["babilong"] = ev_babilong.evaluate_babilong(
         generate, tasks, ev_babilong.parse_lengths(args.lengths), source,
-        batch_size=args.batch_size)
+        batch_size=args.batch_size, predictions_dir=predictions_dir)
   if args.trace_segments and cfg.model.num_memory_layers:
     ids = _background_ids(tokenizer, haystack, args.seed,
                           args.trace_segments * cfg.model.segment_len)[None]
@@ -151,8 +161,9 @@ def main(argv=None) -> int:
     return 2
   results = {}
   for name, path in zip(names, args.checkpoint):
+    predictions = os.path.join(f"{os.path.splitext(args.output)[0]}_predictions", name)
     try:
-      results[name] = probe(path, args)
+      results[name] = probe(path, args, predictions)
     except (ckpt.CheckpointError, ValueError) as e:
       print(f"error: {path}: {e}", file=sys.stderr)
       return 2

@@ -1,5 +1,7 @@
 """The inserted-gap probe (lm2_jax/evaluation/gap_curve.py)."""
 
+import csv
+
 import jax
 import numpy as np
 
@@ -35,3 +37,21 @@ def test_gap_curve_scores_free_answers_at_each_gap():
   shorter = [len(s["input"]) for s in gap_curve.gap_samples(32, 6, seed=1)("qa1", "+0")]
   assert all(a - b > 8 * 32 - 20 for a, b in zip(longer, shorter))
   assert "+8 seg" in gap_curve.format_gap_table({"oracle": res})
+
+
+def test_gap_curve_writes_each_cells_answers_and_a_rerun_reuses_them(tmp_path):
+  answers = iter(["kitchen", "garden", "office"] * 10)
+  res = gap_curve.evaluate_gap_curve(lambda ps: [next(answers) for _ in ps], ["qa1"], [0, 4],
+                                     32, 5, seed=2, predictions_dir=str(tmp_path))
+  samples = gap_curve.gap_samples(32, 5, seed=2)("qa1", "+4")
+  with open(tmp_path / "qa1_+4.csv", encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))
+  assert [r["target"] for r in rows] == [s["target"] for s in samples]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["qa1_+0.csv", "qa1_+4.csv"]
+
+  def must_not_run(prompts):
+    raise AssertionError(f"asked again for {len(prompts)} answers")
+
+  again = gap_curve.evaluate_gap_curve(must_not_run, ["qa1"], [0, 4], 32, 5, seed=2,
+                                       predictions_dir=str(tmp_path))
+  assert again == res

@@ -38,15 +38,21 @@ def gap_samples(segment_len: int, num_samples: int, *, seed: int = 0, tokenizer=
 
 def evaluate_gap_curve(generate: GenerateFn, tasks: Sequence[str], gaps: Sequence[int],
                        segment_len: int, num_samples: int, *, seed: int = 0, tokenizer=None,
-                       haystack=None, batch_size: int = 8) -> dict:
-  """{task: {"+g": cell}} with the cells of `evaluate_babilong` (accuracy, n, ci95, ...)."""
+                       haystack=None, batch_size: int = 8,
+                       predictions_dir: str | None = None) -> dict:
+  """{task: {"+g": cell}} with the cells of `evaluate_babilong` (accuracy, n, ci95, ...).
+
+  With `predictions_dir`, each cell's answers go to `<task>_+<g>.csv` there, in eval.py's
+  layout: two models probed with the same seed can be compared sample by sample
+  (scripts/paired_compare.py), and a rerun reuses the answers already written.
+  """
   if any(g < 0 for g in gaps):
     raise EvaluationError(f"gaps must be >= 0 segments, got {list(gaps)}")
   labels = [gap_label(g) for g in sorted(set(gaps))]
   return evaluate_babilong(generate, tasks, labels,
                            gap_samples(segment_len, num_samples, seed=seed,
                                        tokenizer=tokenizer, haystack=haystack),
-                           batch_size=batch_size)
+                           batch_size=batch_size, predictions_dir=predictions_dir)
 
 
 def format_gap_table(models: dict[str, dict]) -> str:
