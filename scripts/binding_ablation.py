@@ -480,7 +480,11 @@ def main(argv=None) -> int:
   p = ablation_parser(__doc__, "binding", VARIANTS)
   p.add_argument("--lengths", default="0k,1k,4k,16k")
   p.add_argument("--tasks", default="qa1", help="the tasks to evaluate, comma-separated")
+  p.add_argument("--eval-seed", type=int, default=None,
+                 help="the held-out samples' seed (default --seed): a second training seed "
+                      "evaluated on the first one's samples compares with it pair by pair")
   args = p.parse_args(argv)
+  eval_seed = args.seed if args.eval_seed is None else args.eval_seed
   names = pick_variants(args.variants, VARIANTS)
   if names is None:
     return 2
@@ -491,7 +495,7 @@ def main(argv=None) -> int:
     output = os.path.join(args.workdir, "eval", f"{name}.json")
     cmd = [sys.executable, "eval.py", "--checkpoint", workdir, "--name", name, "--task",
            "babilong", "--tasks", args.tasks, "--lengths", args.lengths, "--num-samples",
-           str(args.num_samples), "--seed", str(args.seed), "--output", output, "--no-progress"]
+           str(args.num_samples), "--seed", str(eval_seed), "--output", output, "--no-progress"]
     print("$", " ".join(cmd[1:]), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)
     prediction_dirs.append(os.path.join(args.workdir, "eval", f"{name}_predictions",

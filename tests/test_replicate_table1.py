@@ -104,6 +104,23 @@ def test_train_variant_makes_the_tokenizer_first_and_trains_a_stage_once(tmp_pat
   assert not calls
 
 
+
+@pytest.mark.parametrize("extra, eval_seed", [([], "3"), (["--eval-seed", "1"], "1")])
+def test_a_second_training_seed_can_be_scored_on_the_first_seeds_samples(
+    tmp_path, monkeypatch, extra, eval_seed):
+  trained, commands = [], []
+  monkeypatch.setattr(binding_ablation, "train_variant",
+                      lambda name, root, seed: trained.append(seed) or os.path.join(root, name))
+  monkeypatch.setattr(binding_ablation.subprocess, "run",
+                      lambda cmd, **_: commands.append(cmd) or
+                      dataclasses.make_dataclass("Done", [("returncode", int)])(0))
+  name = STAGED["lm2"][0]
+  assert binding_ablation.main(["--variants", name, "--seed", "3", "--workdir",
+                                str(tmp_path), *extra]) == 0
+  assert trained == [3]  # the training seed is --seed either way
+  evaluate = next(c for c in commands if c[1] == "eval.py")
+  assert evaluate[evaluate.index("--seed") + 1] == eval_seed
+
 def test_max_length_caps_one_model():
   caps = replicate_table1._max_lengths(["vanilla=16k"], ["lm2", "vanilla"], LENGTHS)  # pylint: disable=protected-access
   assert caps == {"lm2": ",".join(LENGTHS), "vanilla": "0k,1k,2k,4k,8k,16k"}
