@@ -136,8 +136,9 @@ scratch on the default's stream (seed 0):
   bpe0k_lm2_recall5p, ..., bpe_lm2_4k_episodes_recall5p  the qa1-qa5 lineage with stage 1's
            0k records packed (`data.pack_stories`, about two stories per row), each later
            stage from the packed lineage's previous one
-  bpe_lm2_4k_episodes_recall5p_more, ..._dense  the packed lineage's stage 5 trained 800
-           more steps the same way, or with up to 8 stories per episode instead of 4
+  bpe_lm2_4k_episodes_recall5p_more, ..._dense, ..._sparse  the packed lineage's stage 5
+           trained 800 more steps the same way, or with up to 8 (or 2) stories per episode
+           instead of 4
   bpe_lm2_mix  a fifth stage, from bpe_lm2_4k's weights: half the samples the stories
            alone (facts back to back, several in a segment, as at 0k), half in background
            with up to 6 stories and a 0-64-segment gap; 16-64 segments of batch 8, learning
@@ -417,6 +418,11 @@ VARIANTS[f"{_LAST_PACKED}_more"] = [
 VARIANTS[f"{_LAST_PACKED}_dense"] = [
     o for o in VARIANTS[f"{_LAST_PACKED}_more"] if not o.startswith("data.episode_stories")] + [
     "data.episode_stories=8"]
+# The other side of the dense arm: 1-2 stories per episode, so fewer facts held at once and
+# each question farther from its facts (the same two changes as 8 stories, reversed).
+VARIANTS[f"{_LAST_PACKED}_sparse"] = [
+    o for o in VARIANTS[f"{_LAST_PACKED}_more"] if not o.startswith("data.episode_stories")] + [
+    "data.episode_stories=2"]
 
 
 def _qa1_only(overrides: list[str], drop: tuple[str, ...] = ()) -> list[str]:
