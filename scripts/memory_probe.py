@@ -7,11 +7,12 @@ For each checkpoint: free-generation accuracy with `k` segments of background in
 between the facts and the question (lm2_jax.evaluation.gap_curve), accuracy on generated
 BABILong samples at the given lengths, the memory's statistics per segment over
 `--trace-segments` segments of background (RMS, kept fraction per write, slot similarity,
-read entropy), and the footprint of one fact over `--footprint-segments` segments of
+read entropy and, with per-layer writes, the share of units still holding half of what they
+held at the start), and the footprint of one fact over `--footprint-segments` segments of
 background: `--footprint-pairs` qa1 stories, each beside itself with the supporting fact's
 room changed, and the memory's relative difference between the two as background follows
-(lm2_jax.model.trace.make_memory_footprint). Prints the tables and writes everything to one JSON file. This is how the
-numbers of docs/results.md ("Retention") were measured.
+(lm2_jax.model.trace.make_memory_footprint). Prints the tables and writes everything to one
+JSON file. This is how the numbers of docs/results.md ("Retention") were measured.
 
 Each model's free answers (gap curve and lengths) go to `<output>_predictions/<name>/`, one
 CSV per task and gap (`qa1_+256.csv`) or length, as eval.py writes them: two models probed
@@ -176,7 +177,9 @@ def main(argv=None) -> int:
             f"{[round(t['memory_rms'][i], 3) for i in marks]}, kept "
             f"{[round(t['kept'][i], 4) for i in marks]}, slot similarity "
             f"{[round(t['slot_similarity'][i], 3) for i in marks]}, read entropy "
-            f"{[round(t['read_entropy'][i], 3) for i in marks]}", flush=True)
+            f"{[round(t['read_entropy'][i], 3) for i in marks]}"
+            + (f", held {[round(t['held'][i], 4) for i in marks]}" if "held" in t else ""),
+            flush=True)
     if "footprint" in r:
       f = r["footprint"]
       marks = [i for i, k in enumerate(f["segments"]) if k == 0 or k & (k - 1) == 0

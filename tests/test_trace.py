@@ -15,8 +15,9 @@ def test_memory_trace_has_one_value_per_segment():
   tokens = jax.random.randint(jax.random.key(0), (2, 8 * 12), 0, 256)
   variables = jax.jit(model.init)(jax.random.key(1), tokens[:, :8])
   trace = memory_trace(model, variables, np.asarray(tokens))
-  assert set(trace) == {"memory_rms", "kept", "slot_similarity", "read_entropy"}
+  assert set(trace) == {"memory_rms", "kept", "slot_similarity", "read_entropy", "held"}
   assert all(len(v) == 12 for v in trace.values())
+  assert np.all(np.diff(trace["held"]) <= 0) and 0 <= trace["held"][-1] <= trace["held"][0] <= 1
   assert np.all((trace["kept"] > 0) & (trace["kept"] < 1))
   assert np.all(trace["read_entropy"] <= np.log(cfg.memory.num_slots) + 1e-5)
   assert np.all(trace["memory_rms"] <= 1.0)  # the convex update stays within its bound
@@ -54,3 +55,33 @@ def test_memory_footprint_is_zero_for_equal_inputs_and_does_not_depend_on_the_ch
   np.testing.assert_allclose(coarse, fine[::2], rtol=1e-4, atol=1e-6)
   with pytest.raises(ValueError, match="not whole chunks of 16"):
     footprint(variables, a, b, lengths, background[:40], 16)
+
+
+def test_held_is_the_share_of_units_whose_kept_fractions_multiply_to_at_least_a_half():
+  """Gates that start slow (the chrono initialisation), with weights too small to move them:
+  unit d keeps 1 - 1/tau_d per write, so it holds half of its content for s segments exactly
+  when s * log(1 - 1/tau_d) >= log 0.5, the same for every slot and layer."""
+  cfg = load_config("configs/babilong_tiny.yaml", [
+      "model.segment_len=8", "model.memory.gate_timescale=512", "model.memory.write_sink=false",
+      "model.initializer_std=1e-7"]).model
+  model = build_model(cfg)
+  tokens = jax.random.randint(jax.random.key(0), (1, 8 * 48), 0, 256)
+  variables = jax.jit(model.init)(jax.random.key(1), tokens[:, :8])
+  trace = memory_trace(model, variables, np.asarray(tokens))
+  biases = [np.asarray(leaf) for path, leaf in
+            jax.tree_util.tree_flatten_with_path(variables["params"])[0]
+            if "input_gate_bias" in jax.tree_util.keystr(path)]
+  kept = 1 - 1 / (1 + np.exp(-np.concatenate([b.reshape(-1) for b in biases])))
+  s = np.arange(1, 49)[:, None]
+  expected = (s * np.log(kept)[None] >= np.log(0.5)).mean(axis=1)
+  assert expected[0] == 1 and 0 < expected[-1] < 0.5   # the test spans the time scales
+  np.testing.assert_allclose(trace["held"], expected, atol=0.02)
+
+
+def test_held_is_left_out_where_a_write_starts_from_the_layer_below():
+  cfg = load_config("configs/babilong_tiny.yaml", ["model.segment_len=8",
+                                                    "model.memory.write_recurrence=chain"]).model
+  model = build_model(cfg)
+  tokens = np.zeros((1, 16), np.int32)
+  variables = jax.jit(model.init)(jax.random.key(1), tokens[:, :8])
+  assert "held" not in memory_trace(model, variables, tokens)

@@ -247,8 +247,10 @@ class MemoryWrite(nn.Module):
     if self.is_mutable_collection("intermediates"):
       # Diagnostics per write (docs/results.md): how much is kept (g_f, or 1 - z) and
       # how large the memory has become.
-      self.sow("intermediates", "kept", jnp.mean(gate if cfg.memory.update == "lstm"
-                                                 else 1.0 - gate, axis=(1, 2)))
+      kept_BxNxD = gate if cfg.memory.update == "lstm" else 1.0 - gate
+      self.sow("intermediates", "kept", jnp.mean(kept_BxNxD, axis=(1, 2)))
+      # Per unit, for how long a unit keeps what it holds (trace.py's `held`).
+      self.sow("intermediates", "log_kept", jnp.log(jnp.maximum(kept_BxNxD, 1e-30)))
       self.sow("intermediates", "memory_rms", jnp.sqrt(jnp.mean(new_BxNxD ** 2, axis=(1, 2))))
       unit = new_BxNxD * jax.lax.rsqrt(jnp.sum(new_BxNxD ** 2, -1, keepdims=True) + 1e-12)
       cos = jnp.abs(jnp.einsum("bnd,bmd->bnm", unit, unit))

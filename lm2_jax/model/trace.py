@@ -5,7 +5,13 @@ Over a stretch of input, per segment index s (averaged over rows and memory laye
 the forget gate g_f for update=lstm, 1 - z for convex; well below 1 forgets within a few
 segments), `slot_similarity` (mean absolute cosine between distinct slots; near 1 the slots
 hold one thing) and `read_entropy` (of the read's attention over the slots; log N is a
-uniform read that cannot address them). The model sows these when asked for intermediates.
+uniform read that cannot address them). With `memory.write_recurrence: per_layer` also
+`held`: the share of the memory's units (slot by width, all layers) that still keep at least
+half of what they held when the stretch began. Each write scales a unit's old content by its
+kept fraction (exactly, for both updates), so a product of those fractions is how much of a
+fact written at the start is left: the mean `kept` cannot tell a memory whose units all keep
+0.96 (none holds for 100 segments) from one in which a few keep 1.0 (they hold for ever).
+The model sows these when asked for intermediates.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ def make_memory_trace(model) -> TraceFn:
     raise ValueError("memory trace: the model has no LM2 memory "
                      f"(model.memory.kind={cfg.memory.kind})")
   from lm2_jax.model.transformer import init_state  # pylint: disable=g-import-not-at-top
+  per_layer = cfg.memory.write_recurrence == "per_layer"
 
   @jax.jit
   def run(variables, tokens_BxT):
@@ -39,10 +46,14 @@ def make_memory_trace(model) -> TraceFn:
     write, read = blocks["memory_write"], blocks["memory_read"]
     probs = read["read_probs"][0]  # [S, L, B, H, C, N]
     entropy = -(probs * jnp.log(jnp.clip(probs, 1e-12, None))).sum(-1).mean(axis=(1, 2, 3, 4))
-    return {"memory_rms": write["memory_rms"][0].mean(axis=(1, 2)),
-            "kept": write["kept"][0].mean(axis=(1, 2)),
-            "slot_similarity": write["slot_similarity"][0].mean(axis=(1, 2)),
-            "read_entropy": entropy}
+    stats = {"memory_rms": write["memory_rms"][0].mean(axis=(1, 2)),
+             "kept": write["kept"][0].mean(axis=(1, 2)),
+             "slot_similarity": write["slot_similarity"][0].mean(axis=(1, 2)),
+             "read_entropy": entropy}
+    if per_layer:  # with the chain a layer's write starts from the layer below's memory
+      survival = jnp.cumsum(write["log_kept"][0], axis=0)  # [S, L, B, N, D], log
+      stats["held"] = (survival >= np.log(0.5)).mean(axis=(1, 2, 3, 4))
+    return stats
 
   def trace(variables, tokens_BxT) -> dict[str, np.ndarray]:
     if tokens_BxT.shape[1] % cfg.segment_len:
@@ -80,6 +91,7 @@ def make_memory_footprint(model) -> FootprintFn:
     raise ValueError("memory footprint: needs model.attention_scope=segment, got "
                      f"{cfg.attention_scope}")
   from lm2_jax.model.transformer import init_state  # pylint: disable=g-import-not-at-top
+  per_layer = cfg.memory.write_recurrence == "per_layer"
 
   @jax.jit
   def consume(variables, tokens_BxT, lengths_B, state):
