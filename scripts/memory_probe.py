@@ -29,6 +29,7 @@ import random
 import sys
 import time
 
+import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -86,6 +87,22 @@ def fact_pairs(tokenizer, count: int, seed: int) -> tuple[np.ndarray, np.ndarray
   return pad(a_rows), pad(b_rows), lengths
 
 
+def shift_keep_logits(params, update: str, shift: float):
+  """`params` with `shift` added to the logit of what every memory write keeps.
+
+  An intervention for probing, not a model: the convex update keeps 1 - sigmoid(x + b_in),
+  so b_in falls by `shift`; the lstm update keeps sigmoid(x + b_f), so b_f rises by it. A
+  positive shift makes every unit of every layer keep more per write (and write less).
+  """
+  target, sign = ("input_gate_bias", -1.0) if update == "convex" else ("forget_gate_bias", 1.0)
+
+  def move(path, leaf):  # the name is the last dict key (a boxed leaf ends in `.value`)
+    name = next((k.key for k in reversed(path) if isinstance(k, jax.tree_util.DictKey)), None)
+    return leaf + sign * shift if name == target else leaf
+
+  return jax.tree_util.tree_map_with_path(move, params)
+
+
 def probe(path: str, args, predictions_dir: str | None = None) -> dict:
   """Every measurement of one checkpoint (work directory or step folder).
 
@@ -93,6 +110,8 @@ def probe(path: str, args, predictions_dir: str | None = None) -> dict:
   (one CSV per task and gap or length, as eval.py writes them) when it is given.
   """
   cfg, params, step = ckpt.load_params(path)
+  if args.keep_shift:
+    params = shift_keep_logits(params, cfg.model.memory.update, args.keep_shift)
   tokenizer = load_tokenizer(cfg.data.tokenizer)
   haystack = load_haystack(args.haystack)
   engine = Engine(cfg.model, params, tokenizer, batch_size=args.batch_size)
@@ -102,7 +121,7 @@ def probe(path: str, args, predictions_dir: str | None = None) -> dict:
     return [g.text for g in engine.generate(prompts, sampling)]
 
   tasks = ev_babilong.parse_tasks(args.tasks)
-  out = {"checkpoint": os.path.abspath(path), "step": int(step),
+  out = {"checkpoint": os.path.abspath(path), "step": int(step), "keep_shift": args.keep_shift,
          "segment_len": cfg.model.segment_len, "memory": dict(vars(cfg.model.memory))}
   start = time.perf_counter()
   if args.gaps:
@@ -151,6 +170,9 @@ def main(argv=None) -> int:
                  help="segments of background between two footprint measurements")
   p.add_argument("--footprint-pairs", type=int, default=16)
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--keep-shift", type=float, default=0.0,
+                 help="add this to the logit of what every memory write keeps before probing "
+                      "(an intervention: positive keeps more per write; 0 probes the model)")
   p.add_argument("--haystack", default="default")
   p.add_argument("--batch-size", type=int, default=32)
   p.add_argument("--max-new-tokens", type=int, default=12)

@@ -26,3 +26,24 @@ def test_fact_pairs_change_only_the_supporting_facts_room():
     room_a = [r for r in babi.ROOMS if r in x]
     room_b = [r for r in babi.ROOMS if r in y]
     assert x.replace(room_a[0], room_b[0]) == y and room_a != room_b
+
+
+def test_a_keep_shift_moves_only_the_keeping_gate_and_makes_every_write_keep_more():
+  import jax  # pylint: disable=import-outside-toplevel
+  from lm2_jax.config import load_config  # pylint: disable=import-outside-toplevel
+  from lm2_jax.model import build_model  # pylint: disable=import-outside-toplevel
+  from lm2_jax.model.trace import memory_trace  # pylint: disable=import-outside-toplevel
+  tokens = np.asarray(jax.random.randint(jax.random.key(0), (1, 8 * 6), 0, 256))
+  for update, gate in (("convex", "input_gate_bias"), ("lstm", "forget_gate_bias")):
+    cfg = load_config("configs/babilong_tiny.yaml", ["model.segment_len=8",
+                                                      f"model.memory.update={update}"]).model
+    model = build_model(cfg)
+    params = jax.jit(model.init)(jax.random.key(1), tokens[:, :8])["params"]
+    shifted = memory_probe.shift_keep_logits(params, update, 2.0)
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    moved = [jax.tree_util.keystr(p) for (p, a), b in zip(flat, jax.tree.leaves(shifted))
+             if not np.array_equal(a, b)]
+    assert moved and all(f"['{gate}']" in m for m in moved), (update, moved)
+    before = memory_trace(model, {"params": params}, tokens)["kept"]
+    after = memory_trace(model, {"params": shifted}, tokens)["kept"]
+    assert np.all(after > before + 0.01), update
