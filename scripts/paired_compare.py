@@ -6,7 +6,9 @@ Each argument is a folder of `eval.py` predictions (`<task>_<length>.csv`). Per 
 two hold in common, the script checks that both answered the same samples (target and
 question row by row), then prints each model's accuracy with its 95% Wilson interval, the
 samples only A got right and only B got right, and the two-sided exact McNemar p-value (a
-binomial test of those discordant counts). Paired, the test sees differences that the two
+binomial test of those discordant counts). Where two or more tasks share a length (or an
+inserted gap), a row `all_<length>` pools their samples: the pairs are independent, so the
+summed discordant counts take the same test. Paired, the test sees differences that the two
 intervals, which ignore the pairing, still overlap on. This is how docs/results.md's
 paired counts were computed.
 """
@@ -66,6 +68,21 @@ def compare(dir_a: str, dir_b: str) -> list[dict]:
   return out
 
 
+def pooled(records: list[dict]) -> list[dict]:
+  """One record per length (the file name after its task) that two or more tasks share."""
+  groups: dict[str, list[dict]] = {}
+  for r in records:
+    groups.setdefault(r["file"].split("_", 1)[1], []).append(r)
+  out = []
+  for length, rs in groups.items():
+    if len(rs) < 2:
+      continue
+    total = {k: sum(r[k] for r in rs) for k in ("n", "a", "b", "only_a", "only_b")}
+    out.append({"file": f"all_{length}", **total,
+                "p": mcnemar_p(total["only_a"], total["only_b"])})
+  return out
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("a")
@@ -81,7 +98,7 @@ def main(argv=None) -> int:
     return 2
   print("| cell | n | A (95% CI) | B (95% CI) | only A | only B | McNemar p |")
   print("|---|---|---|---|---|---|---|")
-  for r in records:
+  for r in records + pooled(records):
     cells = []
     for k in ("a", "b"):
       lo, hi = wilson_interval(r[k], r["n"])

@@ -39,3 +39,21 @@ def test_counts_the_samples_each_model_alone_got_right(tmp_path, capsys):
   with pytest.raises(SystemExit, match="row 2 holds different samples"):
     paired_compare.compare(str(tmp_path / "a"), str(tmp_path / "c"))
   assert paired_compare.main([str(tmp_path / "a"), str(tmp_path / "nowhere")]) == 2
+
+
+def test_tasks_that_share_a_length_are_pooled_into_one_test(tmp_path, capsys):
+  q = "Where is Mary?"
+  for task, (only_a, only_b) in {"qa1": (5, 1), "qa2": (4, 0)}.items():
+    _write(tmp_path / "a", f"{task}_+1024.csv", [["kitchen", "kitchen", q]] * only_a
+           + [["kitchen", "office", q]] * only_b + [["garden", "garden", q]] * 3)
+    _write(tmp_path / "b", f"{task}_+1024.csv", [["kitchen", "office", q]] * only_a
+           + [["kitchen", "kitchen", q]] * only_b + [["garden", "garden", q]] * 3)
+  _write(tmp_path / "a", "qa1_0k.csv", [["garden", "garden", q]])
+  _write(tmp_path / "b", "qa1_0k.csv", [["garden", "garden", q]])
+  records = paired_compare.compare(str(tmp_path / "a"), str(tmp_path / "b"))
+  [total] = paired_compare.pooled(records)   # 0k has one task: nothing to pool
+  assert total["file"] == "all_+1024"
+  assert (total["n"], total["a"], total["b"], total["only_a"], total["only_b"]) == (16, 15, 7, 9, 1)
+  assert total["p"] == paired_compare.mcnemar_p(9, 1)
+  assert paired_compare.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+  assert "| all_+1024 | 16 | 93.8" in capsys.readouterr().out
