@@ -6,7 +6,8 @@ import pytest
 
 from lm2_jax.config import load_config
 from lm2_jax.model import build_model
-from lm2_jax.model.trace import make_memory_footprint, make_memory_trace, memory_trace
+from lm2_jax.model.trace import (make_memory_footprint, make_memory_states, make_memory_trace,
+                                  memory_trace)
 
 
 def test_memory_trace_has_one_value_per_segment():
@@ -85,3 +86,23 @@ def test_held_is_left_out_where_a_write_starts_from_the_layer_below():
   tokens = np.zeros((1, 16), np.int32)
   variables = jax.jit(model.init)(jax.random.key(1), tokens[:, :8])
   assert "held" not in memory_trace(model, variables, tokens)
+
+
+def test_memory_states_do_not_depend_on_the_padding_or_on_the_other_rows():
+  cfg = load_config("configs/babilong_tiny.yaml", ["model.segment_len=8"]).model
+  model = build_model(cfg)
+  rng = np.random.default_rng(0)
+  rows = [list(rng.integers(1, 256, n)) for n in (21, 8, 40)]
+  variables = jax.jit(model.init)(jax.random.key(1), np.zeros((1, 8), np.int32))
+  states = make_memory_states(model, bucket_segments=2)
+  together = states(variables, rows)
+  m = cfg.num_memory_layers * cfg.memory.num_slots * cfg.width
+  assert together.shape == (3, m)
+  for i, row in enumerate(rows):
+    np.testing.assert_allclose(together[i], states(variables, [row])[0], rtol=1e-5, atol=1e-6)
+  # Tokens of an unfinished segment are not written yet: 21 tokens leave the memory of 16.
+  np.testing.assert_allclose(together[0], states(variables, [rows[0][:16]])[0], rtol=1e-5,
+                             atol=1e-6)
+  assert np.abs(together[0] - together[1]).max() > 1e-3
+  with pytest.raises(ValueError, match="at least one token"):
+    states(variables, [[]])

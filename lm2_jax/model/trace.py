@@ -16,7 +16,7 @@ The model sows these when asked for intermediates.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -128,3 +128,44 @@ def make_memory_footprint(model) -> FootprintFn:
     return np.asarray(jax.device_get(out), np.float32)
 
   return footprint
+
+
+StatesFn = Callable[[dict, Sequence[Sequence[int]]], np.ndarray]
+
+
+def make_memory_states(model, *, bucket_segments: int = 64) -> StatesFn:
+  """states(variables, rows) -> float32[B, M * N * D]: the memory after reading each row.
+
+  Rows are token lists of any lengths (right-padded here to a multiple of `bucket_segments`
+  segments, so that few shapes compile); each row's memory is taken after its last complete
+  segment, all memory layers and slots flattened. What a probe of the memory reads
+  (scripts/memory_decode.py). Attention scope segment only, as for the footprint.
+  """
+  cfg = model.cfg
+  if not cfg.num_memory_layers:
+    raise ValueError("memory states: the model has no LM2 memory "
+                     f"(model.memory.kind={cfg.memory.kind})")
+  if cfg.attention_scope != "segment":
+    raise ValueError("memory states: needs model.attention_scope=segment, got "
+                     f"{cfg.attention_scope}")
+  from lm2_jax.model.transformer import init_state  # pylint: disable=g-import-not-at-top
+
+  @jax.jit
+  def consume(variables, tokens_BxT, lengths_B):
+    state = init_state(cfg, tokens_BxT.shape[0])
+    _, state = model.apply(variables, tokens_BxT, state, lengths_B, method="prefill")
+    memory = state.memory_MxBxNxD.swapaxes(0, 1)
+    return memory.reshape(memory.shape[0], -1).astype(jnp.float32)
+
+  def states(variables, rows: Sequence[Sequence[int]]) -> np.ndarray:
+    lengths_B = np.array([len(r) for r in rows], np.int32)
+    if not len(rows) or lengths_B.min() == 0:
+      raise ValueError("memory states: every row needs at least one token")
+    bucket = bucket_segments * cfg.segment_len
+    t = -(-int(lengths_B.max()) // bucket) * bucket
+    tokens_BxT = np.zeros((len(rows), t), np.int32)
+    for i, r in enumerate(rows):
+      tokens_BxT[i, :len(r)] = r
+    return np.asarray(jax.device_get(consume(variables, tokens_BxT, lengths_B)))
+
+  return states
