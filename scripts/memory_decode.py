@@ -23,7 +23,6 @@ seen by attention and not yet written, so decoding at +0 understates the memory.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -36,7 +35,7 @@ from lm2_jax.data import babi  # pylint: disable=wrong-import-position
 from lm2_jax.data.haystack import load_haystack  # pylint: disable=wrong-import-position
 from lm2_jax.data.tokenizers import load_tokenizer  # pylint: disable=wrong-import-position
 from lm2_jax.evaluation.gap_curve import gap_label, gap_samples  # pylint: disable=wrong-import-position
-from lm2_jax.evaluation.report import wilson_interval  # pylint: disable=wrong-import-position
+from lm2_jax.evaluation.report import wilson_interval, write_json  # pylint: disable=wrong-import-position
 from lm2_jax.model import build_model  # pylint: disable=wrong-import-position
 from lm2_jax.model.trace import make_memory_states  # pylint: disable=wrong-import-position
 
@@ -183,9 +182,7 @@ def main(argv=None) -> int:
           f"{100 * e['accuracy']:.1f}% (n = {e['n']}); the last room mentioned "
           f"{100 * result['last_room']['accuracy']:.1f}%; chance about "
           f"{100 / len(babi.ROOMS):.0f}%", flush=True)
-  os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-  with open(args.output, "w", encoding="utf-8") as f:
-    json.dump(out, f, indent=1)
+  write_json(args.output, out)  # whole or not at all: a failed run keeps the old file
   print(f"written: {args.output}")
   return 0
 

@@ -23,7 +23,6 @@ the same command reuses the answers already there.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sys
@@ -40,6 +39,7 @@ from lm2_jax.data.haystack import load_haystack  # pylint: disable=wrong-import-
 from lm2_jax.data.tokenizers import load_tokenizer  # pylint: disable=wrong-import-position
 from lm2_jax.evaluation import babilong as ev_babilong  # pylint: disable=wrong-import-position
 from lm2_jax.evaluation import gap_curve  # pylint: disable=wrong-import-position
+from lm2_jax.evaluation.report import write_json  # pylint: disable=wrong-import-position
 from lm2_jax.data.babi import ROOMS  # pylint: disable=wrong-import-position
 from lm2_jax.model.trace import make_memory_footprint, memory_trace  # pylint: disable=wrong-import-position
 from lm2_jax.inference.engine import Engine  # pylint: disable=wrong-import-position
@@ -213,9 +213,7 @@ def main(argv=None) -> int:
     print(gap_curve.format_gap_table({n: r["gap_curve"] for n, r in results.items()}))
   if any("babilong" in r for r in results.values()):
     print(ev_babilong.format_table1({n: r["babilong"] for n, r in results.items()}))
-  os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-  with open(args.output, "w", encoding="utf-8") as f:
-    json.dump(results, f, indent=1)
+  write_json(args.output, results)  # whole or not at all: a failed run keeps the old file
   print(f"written: {args.output}")
   return 0
 

@@ -52,3 +52,14 @@ def test_decode_scores_only_the_held_out_samples():
   assert result["asked_actor"]["accuracy"] == 1.0 and result["every_actor"]["n"] >= 30
   assert len(result["asked_right"]) == 30
   assert 0 < result["last_room"]["accuracy"] < 1 and result["last_room"]["n"] == 30
+
+
+def test_bad_arguments_exit_2_and_write_nothing(tmp_path, capsys):
+  out = tmp_path / "decode.json"
+  assert memory_decode.main(["--checkpoint", str(tmp_path / "nowhere"),
+                             "--output", str(out)]) == 2
+  assert "nowhere" in capsys.readouterr().err
+  assert memory_decode.main(["--checkpoint", str(tmp_path), "--train-fraction", "1.5",
+                             "--output", str(out)]) == 2
+  assert "--train-fraction" in capsys.readouterr().err
+  assert not out.exists()

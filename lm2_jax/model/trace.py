@@ -72,6 +72,18 @@ def memory_trace(model, variables, tokens_BxT) -> dict[str, np.ndarray]:
 FootprintFn = Callable[..., np.ndarray]
 
 
+def _segment_memory_config(model, what: str):
+  """The model's config, once it is known to have an LM2 memory and segment attention (the
+  cache of scope full would have to hold every token read)."""
+  cfg = model.cfg
+  if not cfg.num_memory_layers:
+    raise ValueError(f"{what}: the model has no LM2 memory "
+                     f"(model.memory.kind={cfg.memory.kind})")
+  if cfg.attention_scope != "segment":
+    raise ValueError(f"{what}: needs model.attention_scope=segment, got {cfg.attention_scope}")
+  return cfg
+
+
 def make_memory_footprint(model) -> FootprintFn:
   """footprint(variables, a_PxT, b_PxT, lengths_P, background_U, chunk) -> float32[K + 1].
 
@@ -83,13 +95,7 @@ def make_memory_footprint(model) -> FootprintFn:
   T; `lengths_P` gives their real lengths (a and b must have the same). Attention scope
   segment only (the cache of scope full would have to hold the whole background).
   """
-  cfg = model.cfg
-  if not cfg.num_memory_layers:
-    raise ValueError("memory footprint: the model has no LM2 memory "
-                     f"(model.memory.kind={cfg.memory.kind})")
-  if cfg.attention_scope != "segment":
-    raise ValueError("memory footprint: needs model.attention_scope=segment, got "
-                     f"{cfg.attention_scope}")
+  cfg = _segment_memory_config(model, "memory footprint")
   from lm2_jax.model.transformer import init_state  # pylint: disable=g-import-not-at-top
   per_layer = cfg.memory.write_recurrence == "per_layer"
 
@@ -141,13 +147,7 @@ def make_memory_states(model, *, bucket_segments: int = 64) -> StatesFn:
   segment, all memory layers and slots flattened. What a probe of the memory reads
   (scripts/memory_decode.py). Attention scope segment only, as for the footprint.
   """
-  cfg = model.cfg
-  if not cfg.num_memory_layers:
-    raise ValueError("memory states: the model has no LM2 memory "
-                     f"(model.memory.kind={cfg.memory.kind})")
-  if cfg.attention_scope != "segment":
-    raise ValueError("memory states: needs model.attention_scope=segment, got "
-                     f"{cfg.attention_scope}")
+  cfg = _segment_memory_config(model, "memory states")
   from lm2_jax.model.transformer import init_state  # pylint: disable=g-import-not-at-top
 
   @jax.jit
