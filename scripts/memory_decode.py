@@ -131,7 +131,7 @@ def decode(memory_BxF: np.ndarray, samples: list[dict], train_fraction: float) -
   return {"asked_actor": cell(asked_right, asked_n), "every_actor": cell(all_right, all_n),
           "last_room": cell(last_right, asked_n),
           "penalty": penalties, "test_from": split,
-          "asked_right": [ok for ok in asked_ok[split:]]}
+          "asked_right": asked_ok[split:]}
 
 
 def main(argv=None) -> int:
@@ -151,10 +151,11 @@ def main(argv=None) -> int:
     return 2
   try:
     gaps = [int(g) for g in args.gaps.split(",") if g.strip()]
-    cfg, params, step = ckpt.load_params(args.checkpoint)
   except ValueError as e:
     print(f"error: --gaps {args.gaps!r}: {e}", file=sys.stderr)
     return 2
+  try:
+    cfg, params, step = ckpt.load_params(args.checkpoint)
   except ckpt.CheckpointError as e:
     print(f"error: {args.checkpoint}: {e}", file=sys.stderr)
     return 2

@@ -97,7 +97,6 @@ def make_memory_footprint(model) -> FootprintFn:
   """
   cfg = _segment_memory_config(model, "memory footprint")
   from lm2_jax.model.transformer import init_state  # pylint: disable=g-import-not-at-top
-  per_layer = cfg.memory.write_recurrence == "per_layer"
 
   @jax.jit
   def consume(variables, tokens_BxT, lengths_B, state):
