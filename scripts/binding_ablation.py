@@ -139,6 +139,9 @@ scratch on the default's stream (seed 0):
   bpe_lm2_4k_episodes_recall5p_more, ..._dense, ..._sparse  the packed lineage's stage 5
            trained 800 more steps the same way, or with up to 8 (or 2) stories per episode
            instead of 4
+  bpe_lm2_4k_episodes_recall5p_qa1, ..._qa5  the same 800 steps on one task's stories and
+           recall questions alone (fine-tuned per task, as BABILong's RMT baseline is);
+           evaluate each with its own task (`--tasks qa3` for ..._qa3)
   bpe_lm2_mix  a fifth stage, from bpe_lm2_4k's weights: half the samples the stories
            alone (facts back to back, several in a segment, as at 0k), half in background
            with up to 6 stories and a 0-64-segment gap; 16-64 segments of batch 8, learning
@@ -423,6 +426,15 @@ VARIANTS[f"{_LAST_PACKED}_dense"] = [
 VARIANTS[f"{_LAST_PACKED}_sparse"] = [
     o for o in VARIANTS[f"{_LAST_PACKED}_more"] if not o.startswith("data.episode_stories")] + [
     "data.episode_stories=2"]
+# Is the far end short of one task's practice? BABILong's RMT baseline is fine-tuned per task;
+# here each task gets the `_more` arm's 800 steps on its own stories and recall questions
+# alone (five times its far-away episodes), each model scored on its own task. `_more` is
+# the control: the same steps on all five tasks.
+for _task in ("qa1", "qa2", "qa3", "qa4", "qa5"):
+  VARIANTS[f"{_LAST_PACKED}_{_task}"] = [
+      o for o in VARIANTS[f"{_LAST_PACKED}_more"]
+      if not o.startswith(("data.tasks", "data.recall_tasks"))] + [
+      f"data.tasks=[{_task}]", f"data.recall_tasks=[{_task}]"]
 
 
 def _qa1_only(overrides: list[str], drop: tuple[str, ...] = ()) -> list[str]:

@@ -85,6 +85,20 @@ def test_the_packed_five_task_lineage_differs_only_in_packing_stage_one(tmp_path
     assert ours.model == theirs.model
     previous = stage
 
+
+@pytest.mark.parametrize("task", ["qa1", "qa2", "qa3", "qa4", "qa5"])
+def test_a_per_task_arm_is_the_more_arm_on_its_own_task_alone(tmp_path, task):
+  last = STAGED["lm2_qa1to5_packed"][-1]
+  ours, control = _config(f"{last}_{task}", str(tmp_path)), _config(f"{last}_more", str(tmp_path))
+  assert ours.data.tasks == ours.data.recall_tasks == (task,)
+  assert control.data.tasks == control.data.recall_tasks == ("qa1", "qa2", "qa3", "qa4", "qa5")
+  assert ours.data == dataclasses.replace(control.data, tasks=(task,), recall_tasks=(task,))
+  # The same weights to start from and the same 800 steps; the model is untouched.
+  assert ours.train == control.train
+  assert ours.train.init_from == os.path.join(str(tmp_path), last)
+  assert ours.model == control.model
+
+
 def test_train_variant_makes_the_tokenizer_first_and_trains_a_stage_once(tmp_path):
   calls = []
   name = STAGED["rmt"][1]
