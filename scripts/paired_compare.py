@@ -2,7 +2,9 @@
 
     python scripts/paired_compare.py runs/a/eval/A_predictions/A runs/b/eval/B_predictions/B
 
-Each argument is a folder of `eval.py` predictions (`<task>_<length>.csv`). Per file the
+Each argument is a folder of `eval.py` predictions (`<task>_<length>.csv`), or several
+joined by commas: one model per task (fine-tuned per task, as BABILong's baselines are)
+scored as one, each folder giving its own task's files. Per file the
 two hold in common, the script checks that both answered the same samples (target and
 question row by row), then prints each model's accuracy with its 95% Wilson interval, the
 samples only A got right and only B got right, and the two-sided exact McNemar p-value (a
@@ -42,16 +44,30 @@ def _rows(path: str) -> list[dict]:
     return list(csv.DictReader(f))
 
 
-def compare(dir_a: str, dir_b: str) -> list[dict]:
-  """One record per prediction file both folders hold."""
+def prediction_files(spec: str) -> dict[str, str]:
+  """File name -> path for a folder, or for several joined by commas that share no file."""
+  files: dict[str, str] = {}
+  for folder in spec.split(","):
+    if not os.path.isdir(folder):
+      raise ValueError(f"{folder}: not a folder of eval.py predictions")
+    for name in os.listdir(folder):
+      if not name.endswith(".csv"):
+        continue
+      if name in files:
+        raise ValueError(f"{name} is in both {os.path.dirname(files[name])} and {folder}: "
+                         "each file must come from one folder")
+      files[name] = os.path.join(folder, name)
+  return files
+
+
+def compare(spec_a: str, spec_b: str) -> list[dict]:
+  """One record per prediction file both sides hold (see `prediction_files`)."""
   out = []
-  common = sorted(set(os.listdir(dir_a)) & set(os.listdir(dir_b)),
-                  key=lambda s: (s.split("_")[0], len(s), s))
+  files_a, files_b = prediction_files(spec_a), prediction_files(spec_b)
+  common = sorted(set(files_a) & set(files_b), key=lambda s: (s.split("_")[0], len(s), s))
   for name in common:
-    if not name.endswith(".csv"):
-      continue
     task = name.split("_")[0]
-    a, b = _rows(os.path.join(dir_a, name)), _rows(os.path.join(dir_b, name))
+    a, b = _rows(files_a[name]), _rows(files_b[name])
     n = min(len(a), len(b))
     for i, (ra, rb) in enumerate(zip(a[:n], b[:n])):
       if (ra["target"], ra["question"]) != (rb["target"], rb["question"]):
@@ -85,14 +101,14 @@ def pooled(records: list[dict]) -> list[dict]:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("a")
-  parser.add_argument("b")
+  parser.add_argument("a", help="model A's prediction folder (or folders, comma-separated)")
+  parser.add_argument("b", help="model B's, the same way")
   args = parser.parse_args(argv)
-  for path in (args.a, args.b):
-    if not os.path.isdir(path):
-      print(f"{path}: not a folder of eval.py predictions", file=sys.stderr)
-      return 2
-  records = compare(args.a, args.b)
+  try:
+    records = compare(args.a, args.b)
+  except ValueError as e:
+    print(e, file=sys.stderr)
+    return 2
   if not records:
     print("the two folders hold no prediction file in common", file=sys.stderr)
     return 2

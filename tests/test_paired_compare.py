@@ -57,3 +57,20 @@ def test_tasks_that_share_a_length_are_pooled_into_one_test(tmp_path, capsys):
   assert total["p"] == paired_compare.mcnemar_p(9, 1)
   assert paired_compare.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
   assert "| all_+1024 | 16 | 93.8" in capsys.readouterr().out
+
+
+def test_one_model_per_task_is_scored_as_one_from_several_folders(tmp_path, capsys):
+  q = "Where is Mary?"
+  for task in ("qa1", "qa2"):
+    _write(tmp_path / f"a_{task}", f"{task}_0k.csv", [["kitchen", "kitchen", q]] * 3)
+    _write(tmp_path / "b", f"{task}_0k.csv", [["kitchen", "office", q]] * 3)
+  merged = f"{tmp_path / 'a_qa1'},{tmp_path / 'a_qa2'}"
+  records = paired_compare.compare(merged, str(tmp_path / "b"))
+  assert [(r["file"], r["only_a"]) for r in records] == [("qa1_0k", 3), ("qa2_0k", 3)]
+  assert paired_compare.main([merged, str(tmp_path / "b")]) == 0
+  assert "| all_0k | 6 | 100.0" in capsys.readouterr().out
+  # A file that two of the folders hold is ambiguous: refused, exit 2, naming both.
+  _write(tmp_path / "a_qa2", "qa1_0k.csv", [["kitchen", "kitchen", q]] * 3)
+  assert paired_compare.main([merged, str(tmp_path / "b")]) == 2
+  err = capsys.readouterr().err
+  assert "qa1_0k.csv is in both" in err and "a_qa2" in err
