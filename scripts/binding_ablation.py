@@ -139,6 +139,8 @@ scratch on the default's stream (seed 0):
   bpe_lm2_4k_episodes_recall5p_more, ..._dense, ..._sparse  the packed lineage's stage 5
            trained 800 more steps the same way, or with up to 8 (or 2) stories per episode
            instead of 4
+  bpe0k_lm2_recall5p_longer  the packed stage 1's weights trained 3,000 more steps the
+           same way (learning rate 1e-3): is the lineage capped by an unfinished stage 1?
   bpe_lm2_4k_episodes_recall5p_qa1, ..._qa5  the same 800 steps on one task's stories and
            recall questions alone (fine-tuned per task, as BABILong's RMT baseline is);
            evaluate each with its own task (`--tasks qa3` for ..._qa3)
@@ -435,6 +437,15 @@ for _task in ("qa1", "qa2", "qa3", "qa4", "qa5"):
       o for o in VARIANTS[f"{_LAST_PACKED}_more"]
       if not o.startswith(("data.tasks", "data.recall_tasks"))] + [
       f"data.tasks=[{_task}]", f"data.recall_tasks=[{_task}]"]
+
+# Or is the whole lineage capped by stage 1? Its training accuracy rises until stage 1's last
+# steps and no later stage lifts it. Stage 1's weights trained 3,000 more steps the same way,
+# with a fresh schedule at half stage 1's peak learning rate.
+_FIRST_PACKED = STAGED["lm2_qa1to5_packed"][0]
+VARIANTS[f"{_FIRST_PACKED}_longer"] = [
+    o for o in VARIANTS[_FIRST_PACKED] if not o.startswith("train.steps")] + [
+    "train.steps=3000", f"train.init_from={{workdir}}/{_FIRST_PACKED}",
+    "train.learning_rate=1.0e-3", "train.warmup_steps=50"]
 
 
 def _qa1_only(overrides: list[str], drop: tuple[str, ...] = ()) -> list[str]:

@@ -99,6 +99,16 @@ def test_a_per_task_arm_is_the_more_arm_on_its_own_task_alone(tmp_path, task):
   assert ours.model == control.model
 
 
+def test_the_longer_stage_one_continues_the_packed_stage_one_the_same_way(tmp_path):
+  first = STAGED["lm2_qa1to5_packed"][0]
+  ours, parent = _config(f"{first}_longer", str(tmp_path)), _config(first, str(tmp_path))
+  assert ours.data == parent.data and ours.model == parent.model
+  assert ours.train.init_from == os.path.join(str(tmp_path), first)
+  assert (ours.train.steps, ours.train.learning_rate) == (3000, 1.0e-3)
+  assert dataclasses.replace(ours.train, init_from="", steps=parent.train.steps,
+                             learning_rate=parent.train.learning_rate) == parent.train
+
+
 def test_train_variant_makes_the_tokenizer_first_and_trains_a_stage_once(tmp_path):
   calls = []
   name = STAGED["rmt"][1]
