@@ -141,6 +141,8 @@ scratch on the default's stream (seed 0):
            instead of 4
   bpe0k_lm2_recall5p_longer  the packed stage 1's weights trained 3,000 more steps the
            same way (learning rate 1e-3): is the lineage capped by an unfinished stage 1?
+  bpe0k_lm2_recall5p_short, bpe0k_lm2_recall5p_wide_short  the packed stage 1 from scratch
+           in 1,000 steps, at width 64 and at width 128: a pilot of whether size lifts it
   bpe_lm2_4k_episodes_recall5p_qa1, ..._qa5  the same 800 steps on one task's stories and
            recall questions alone (fine-tuned per task, as BABILong's RMT baseline is);
            evaluate each with its own task (`--tasks qa3` for ..._qa3)
@@ -446,6 +448,16 @@ VARIANTS[f"{_FIRST_PACKED}_longer"] = [
     o for o in VARIANTS[_FIRST_PACKED] if not o.startswith("train.steps")] + [
     "train.steps=3000", f"train.init_from={{workdir}}/{_FIRST_PACKED}",
     "train.learning_rate=1.0e-3", "train.warmup_steps=50"]
+
+# Or by the model's size? A pilot at a sixth of stage 1's steps: the packed stage 1 from
+# scratch for 1,000 steps (its schedule compressed), at width 64 and at width 128 (MLP 512,
+# weights drawn at 1/sqrt(128)), the same stream and seed.
+_SHORT = [o for o in VARIANTS[_FIRST_PACKED] if not o.startswith("train.steps")] + [
+    "train.steps=1000"]
+VARIANTS[f"{_FIRST_PACKED}_short"] = _SHORT
+VARIANTS[f"{_FIRST_PACKED}_wide_short"] = [
+    o for o in _SHORT if not o.startswith("model.initializer_std")] + [
+    "model.width=128", "model.mlp_width=512", "model.initializer_std=0.0884"]
 
 
 def _qa1_only(overrides: list[str], drop: tuple[str, ...] = ()) -> list[str]:

@@ -109,6 +109,18 @@ def test_the_longer_stage_one_continues_the_packed_stage_one_the_same_way(tmp_pa
                              learning_rate=parent.train.learning_rate) == parent.train
 
 
+def test_the_size_pilot_differs_from_stage_one_only_in_steps_and_width(tmp_path):
+  first = STAGED["lm2_qa1to5_packed"][0]
+  parent = _config(first, str(tmp_path))
+  short, wide = (_config(f"{first}_{arm}", str(tmp_path)) for arm in ("short", "wide_short"))
+  assert short.train == wide.train == dataclasses.replace(parent.train, steps=1000)
+  assert short.data == wide.data == parent.data and short.model == parent.model
+  assert (wide.model.width, wide.model.mlp_width) == (128, 512)
+  assert wide.model.initializer_std == pytest.approx(128 ** -0.5, rel=1e-3)
+  assert dataclasses.replace(wide.model, width=64, mlp_width=256,
+                             initializer_std=parent.model.initializer_std) == parent.model
+
+
 def test_train_variant_makes_the_tokenizer_first_and_trains_a_stage_once(tmp_path):
   calls = []
   name = STAGED["rmt"][1]
