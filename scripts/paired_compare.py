@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     print(e, file=sys.stderr)
     return 2
   if not records:
-    print("the two folders hold no prediction file in common", file=sys.stderr)
+    print("A and B hold no prediction file in common", file=sys.stderr)
     return 2
   print("| cell | n | A (95% CI) | B (95% CI) | only A | only B | McNemar p |")
   print("|---|---|---|---|---|---|---|")
