@@ -1,18 +1,23 @@
 """Is a fact lost under background, or still in the memory and not read? A linear probe.
 
-    python scripts/memory_decode.py --checkpoint runs/a --gaps 0,1024 --num-samples 500 \
-        --output decode.json
+    python scripts/memory_decode.py --checkpoint runs/a --task qa5 --gaps 0,1024 \
+        --num-samples 500 --output decode.json
 
-The inserted-gap samples of qa1 (the same as `scripts/memory_probe.py --gaps` draws with
-the same seed: the story's facts, then `g` segments of background) are read up to the
-question, and the memory there, all memory layers and slots flattened, is the probe's
-input. Per actor a ridge regression maps it to the one-hot of the room the facts leave that
-actor in. It is fitted on the first `--train-fraction` of the samples, its penalty chosen by
-5-fold cross-validation there, and scored on the rest: for the asked actor (what the model's
-answer needs) and for every actor the story moved. Beside them, how often the asked actor's
-room is simply the last room the story mentions (what a recency answer gets right).
+The inserted-gap samples of a task (`--task` qa1, qa4 or qa5; the same as
+`scripts/memory_probe.py --gaps` draws with the same seed: the story's facts, then `g`
+segments of background) are read up to the question, and the memory there, all memory
+layers and slots flattened, is the probe's input. Per label key a ridge regression maps it
+to the one-hot of the key's label: on qa1 each actor's room after the story's moves; on qa4
+the room at each place (north or west end, middle, other end) of the line its two
+relations draw; on qa5 the giver, object and receiver of the story's last give, the give
+its question asks about. It is fitted on the first `--train-fraction` of the samples, its
+penalty chosen by 5-fold cross-validation there, and scored on the rest: for the key the
+question asks (what the model's answer needs) and for every key. Beside them, on the asked
+key, how often the training labels' most frequent class is right, and how often the last
+word of the key's kind the story names is (what a recency answer gets right: on qa1 the
+last room mentioned).
 
-If the asked actor's room decodes from the memory about as well far from the facts as near
+If the asked label decodes from the memory about as well far from the facts as near
 them while the model's own answers fall (memory_probe's gap curve on the same samples),
 the fact is there and the read is what fails; if decoding falls with them, the fact is
 gone. A linear probe is a lower bound on what the memory holds. The memory is taken after
@@ -42,15 +47,16 @@ from lm2_jax.model.trace import make_memory_states  # pylint: disable=wrong-impo
 PENALTIES = tuple(10.0 ** k for k in range(-1, 7))
 
 
+def _sentences(text: str) -> list[list[str]]:
+  """The words of each sentence of `text`, in order."""
+  return [sentence.split() for sentence in text.replace("\n", " ").split(".")]
+
+
 def _moves(text: str) -> list[str]:
   """The qa1 moves found in `text`, in order (background skipped)."""
-  moves = []
-  for sentence in text.replace("\n", " ").split("."):
-    words = sentence.split()
-    if (len(words) >= 4 and words[0] in babi.ACTORS and words[-2] == "the"
-        and words[-1] in babi.ROOMS):
-      moves.append(" ".join(words) + ".")
-  return moves
+  return [" ".join(words) + "." for words in _sentences(text)
+          if len(words) >= 4 and words[0] in babi.ACTORS and words[-2] == "the"
+          and words[-1] in babi.ROOMS]
 
 
 def actor_rooms(text: str) -> dict[str, str]:
@@ -58,9 +64,72 @@ def actor_rooms(text: str) -> dict[str, str]:
   return babi.final_rooms(_moves(text))
 
 
-def last_room(text: str) -> str:
-  """The room of the last move in `text`: what a model on the recency plateau answers."""
-  return _moves(text)[-1].rstrip(".").split()[-1]
+def line_rooms(text: str) -> dict[str, str]:
+  """qa4: the three rooms its two relations put on one line, from the north or west end.
+
+  "The x is d of the y." is read as x before y along north-south or west-east; the room
+  named in both facts is the middle one.
+  """
+  order = {}  # room -> the room right after it along the line
+  for words in _sentences(text):
+    if (len(words) == 7 and words[0] == "The" and words[2] == "is"
+        and words[3] in babi.DIRECTIONS and words[4:6] == ["of", "the"]
+        and words[1] in babi.ROOMS and words[6] in babi.ROOMS):
+      x, d, y = words[1], words[3], words[6]
+      first, after = (x, y) if d in ("north", "west") else (y, x)
+      order[first] = after
+  if len(order) != 2:
+    return {}
+  (start,) = set(order) - set(order.values())
+  return {"first": start, "middle": order[start], "last": order[order[start]]}
+
+
+def last_give(text: str) -> dict[str, str]:
+  """qa5: who gave what to whom in the last give of `text` (what its question asks about)."""
+  gives = [words for words in _sentences(text)
+           if len(words) == 6 and words[0] in babi.QA5_ACTORS and words[1] in babi.GIVE_VERBS
+           and words[2] == "the" and words[3] in babi.OBJECTS and words[4] == "to"
+           and words[5] in babi.QA5_ACTORS]
+  if not gives:
+    return {}
+  giver, _, _, obj, _, receiver = gives[-1]
+  return {"giver": giver, "object": obj, "receiver": receiver}
+
+
+def _qa1_asked(sample: dict, labels: dict[str, str]) -> str | None:
+  actor = sample["question"].removeprefix("Where is ").rstrip("?")
+  return actor if actor in labels else None
+
+
+def _answer_key(sample: dict, labels: dict[str, str]) -> str | None:
+  """The key whose label is the sample's answer (unique in qa4 and qa5)."""
+  keys = [k for k, v in labels.items() if v == sample["target"]]
+  return keys[0] if len(keys) == 1 else None
+
+
+# Per task: the labels a sample's text gives ({key: word}), the words each key's label is
+# one of, the key its question asks, and every word a recency answer could name.
+_ACTORS_ROOMS = {a: babi.ROOMS for a in babi.ACTORS}
+TASKS = {
+    "qa1": (actor_rooms, _ACTORS_ROOMS, _qa1_asked),
+    "qa4": (line_rooms, {k: babi.ROOMS for k in ("first", "middle", "last")}, _answer_key),
+    "qa5": (last_give, {"giver": babi.QA5_ACTORS, "object": babi.OBJECTS,
+                        "receiver": babi.QA5_ACTORS}, _answer_key),
+}
+
+
+def _is_fact(words: list[str]) -> bool:
+  """A sentence of a qa1, qa4 or qa5 story rather than of the background."""
+  return bool(words) and (words[0] in babi.ACTORS + babi.QA5_ACTORS or (
+      len(words) > 2 and words[0] == "The" and words[1] in babi.ROOMS and words[2] == "is"))
+
+
+def recency_answer(text: str, classes: tuple[str, ...]) -> str | None:
+  """The last word of `classes` the story's facts name: what a model answers that names
+  the last one it saw (on qa1, the last room mentioned)."""
+  words = [w for sentence in _sentences(text) if _is_fact(sentence)
+           for w in sentence if w in classes]
+  return words[-1] if words else None
 
 
 def _fit(x_NxF: np.ndarray, y_NxC: np.ndarray, penalty: float) -> np.ndarray:
@@ -101,42 +170,53 @@ def ridge_probe(x_train: np.ndarray, labels_train: np.ndarray, x_test: np.ndarra
   return _predict(_fit(x_train, y, penalty), x_test).argmax(1), penalty
 
 
-def decode(memory_BxF: np.ndarray, samples: list[dict], train_fraction: float) -> dict:
-  """Per actor a probe fitted on the first samples and scored on the rest."""
-  rooms = [actor_rooms(s["input"]) for s in samples]
-  asked = [s["question"].removeprefix("Where is ").rstrip("?") for s in samples]
+def decode(memory_BxF: np.ndarray, samples: list[dict], train_fraction: float,
+           task: str = "qa1") -> dict:
+  """Per label key (qa1: each actor's room; qa4: each place on the line; qa5: the last
+  give's giver, object and receiver) a probe fitted on the first samples and scored on the
+  rest: for the key each question asks, for every key, and beside them how often the
+  training labels' most frequent class and the recency answer are right on the asked key.
+  """
+  read, classes_of, asked_key = TASKS[task]
+  labels = [read(s["input"]) for s in samples]
+  asked = [asked_key(s, lab) for s, lab in zip(samples, labels)]
   split = int(len(samples) * train_fraction)
-  asked_right, asked_n, all_right, all_n, last_right, penalties = 0, 0, 0, 0, 0, {}
-  asked_ok = [None] * len(samples)
-  for actor in babi.ACTORS:
-    rows = [i for i, r in enumerate(rooms) if actor in r]
+  counts = {k: [0, 0] for k in ("asked", "every", "majority", "recency")}
+  penalties, asked_ok = {}, [None] * len(samples)
+  for key, classes in classes_of.items():
+    rows = [i for i, lab in enumerate(labels) if key in lab]
     fit = [i for i in rows if i < split]
     test = [i for i in rows if i >= split]
-    if len({rooms[i][actor] for i in fit}) < 2 or not test:
+    if len({labels[i][key] for i in fit}) < 2 or not test:
       continue
-    labels = np.array([babi.ROOMS.index(rooms[i][actor]) for i in rows])
-    predicted, penalties[actor] = ridge_probe(memory_BxF[fit], labels[:len(fit)],
-                                              memory_BxF[test], len(babi.ROOMS))
-    for i, p, label in zip(test, predicted, labels[len(fit):]):
-      all_right, all_n = all_right + int(p == label), all_n + 1
-      if asked[i] == actor:
-        asked_ok[i] = bool(p == label)
-        asked_right, asked_n = asked_right + int(p == label), asked_n + 1
-        last_right += int(last_room(samples[i]["input"]) == rooms[i][actor])
+    y = np.array([classes.index(labels[i][key]) for i in rows])
+    predicted, penalties[key] = ridge_probe(memory_BxF[fit], y[:len(fit)],
+                                            memory_BxF[test], len(classes))
+    majority = np.bincount(y[:len(fit)], minlength=len(classes)).argmax()
+    for i, p, label in zip(test, predicted, y[len(fit):]):
+      counts["every"][0] += int(p == label)
+      counts["every"][1] += 1
+      if asked[i] != key:
+        continue
+      asked_ok[i] = bool(p == label)
+      for name, right in (("asked", p == label), ("majority", majority == label),
+                          ("recency", recency_answer(samples[i]["input"], classes)
+                           == labels[i][key])):
+        counts[name][0] += int(right)
+        counts[name][1] += 1
 
   def cell(right, n):
     lo, hi = wilson_interval(right, n) if n else (0.0, 0.0)
     return {"accuracy": right / n if n else None, "n": n, "ci95": [lo, hi]}
 
-  return {"asked_actor": cell(asked_right, asked_n), "every_actor": cell(all_right, all_n),
-          "last_room": cell(last_right, asked_n),
-          "penalty": penalties, "test_from": split,
-          "asked_right": asked_ok[split:]}
+  return {**{name: cell(*c) for name, c in counts.items()}, "task": task,
+          "penalty": penalties, "test_from": split, "asked_right": asked_ok[split:]}
 
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--checkpoint", required=True)
+  p.add_argument("--task", default="qa1", choices=sorted(TASKS))
   p.add_argument("--gaps", default="0,1024", help="inserted segments of background")
   p.add_argument("--num-samples", type=int, default=500)
   p.add_argument("--train-fraction", type=float, default=0.7)
@@ -168,21 +248,22 @@ def main(argv=None) -> int:
   tokenizer = load_tokenizer(cfg.data.tokenizer)
   samples_of = gap_samples(cfg.model.segment_len, args.num_samples, seed=args.seed,
                            tokenizer=tokenizer, haystack=load_haystack(args.haystack))
-  out = {"checkpoint": os.path.abspath(args.checkpoint), "step": int(step), "gaps": {}}
+  out = {"checkpoint": os.path.abspath(args.checkpoint), "step": int(step),
+         "task": args.task, "gaps": {}}
   for gap in gaps:
     label = gap_label(gap)
-    samples = samples_of("qa1", label)
+    samples = samples_of(args.task, label)
     rows = [[tokenizer.bos_id] + tokenizer.encode(s["input"].strip()) for s in samples]
     memory = np.concatenate([
         states({"params": params}, rows[i:i + args.batch_size])
         for i in range(0, len(rows), args.batch_size)])
-    out["gaps"][label] = result = decode(memory, samples, args.train_fraction)
-    a, e = result["asked_actor"], result["every_actor"]
-    print(f"{label}: asked actor's room decoded {100 * a['accuracy']:.1f}% "
-          f"({100 * a['ci95'][0]:.1f}-{100 * a['ci95'][1]:.1f}, n = {a['n']}), every actor "
-          f"{100 * e['accuracy']:.1f}% (n = {e['n']}); the last room mentioned "
-          f"{100 * result['last_room']['accuracy']:.1f}%; chance about "
-          f"{100 / len(babi.ROOMS):.0f}%", flush=True)
+    out["gaps"][label] = result = decode(memory, samples, args.train_fraction, args.task)
+    a, e = result["asked"], result["every"]
+    print(f"{args.task} {label}: the asked label decoded {100 * a['accuracy']:.1f}% "
+          f"({100 * a['ci95'][0]:.1f}-{100 * a['ci95'][1]:.1f}, n = {a['n']}), every label "
+          f"{100 * e['accuracy']:.1f}% (n = {e['n']}); on the asked label the most frequent "
+          f"class {100 * result['majority']['accuracy']:.1f}%, the recency answer "
+          f"{100 * result['recency']['accuracy']:.1f}%", flush=True)
   write_json(args.output, out)  # whole or not at all: a failed run keeps the old file
   print(f"written: {args.output}")
   return 0

@@ -17,12 +17,43 @@ def test_actor_rooms_reads_the_moves_among_background_and_keeps_each_actors_last
   text = ("The cat sat on the mat. Mary went to the kitchen. It rained on the garden all "
           "day. John moved to the office. Mary travelled to the hallway. The end")
   assert memory_decode.actor_rooms(text) == {"Mary": "hallway", "John": "office"}
-  assert memory_decode.last_room(text) == "hallway"
+  assert memory_decode.recency_answer(text, memory_decode.babi.ROOMS) == "hallway"
   # On an inserted-gap sample the asked actor's room is the sample's answer.
   for i in range(20):
     sample = bl.make_sample("qa1", "0k", i, 0, ByteTokenizer(), split="gap", gap=256)
     actor = sample["question"].removeprefix("Where is ").rstrip("?")
     assert memory_decode.actor_rooms(sample["input"])[actor] == sample["target"]
+
+
+def test_line_rooms_orders_the_two_relations_whichever_way_they_are_said():
+  text = ("The garden is south of the kitchen. A fox ran east of the mill. "
+          "The hallway is south of the garden.")
+  assert memory_decode.line_rooms(text) == {"first": "kitchen", "middle": "garden",
+                                            "last": "hallway"}
+  text = "The office is east of the hallway. The office is west of the bathroom."
+  assert memory_decode.line_rooms(text) == {"first": "hallway", "middle": "office",
+                                            "last": "bathroom"}
+  assert memory_decode.line_rooms("The office is east of the hallway.") == {}
+
+
+def test_last_give_takes_the_latest_give_and_skips_other_actions():
+  text = ("Fred gave the milk to Bill. Bill got the apple there. Jeff handed the football "
+          "to Mary. Mary discarded the football. The sun set.")
+  assert memory_decode.last_give(text) == {"giver": "Jeff", "object": "football",
+                                           "receiver": "Mary"}
+  assert memory_decode.last_give("Fred got the apple there.") == {}
+  # The recency answer names the last actor the facts name, not the background's words.
+  assert memory_decode.recency_answer(text, memory_decode.babi.QA5_ACTORS) == "Mary"
+
+
+def test_every_qa1_qa4_qa5_gap_sample_has_its_answer_as_the_asked_label():
+  for task in ("qa1", "qa4", "qa5"):
+    read, classes, asked_key = memory_decode.TASKS[task]
+    for i in range(30):
+      sample = bl.make_sample(task, "0k", i, 0, ByteTokenizer(), split="gap", gap=256)
+      labels = read(sample["input"])
+      key = asked_key(sample, labels)
+      assert labels[key] == sample["target"] and labels[key] in classes[key], (task, i)
 
 
 def test_the_probe_decodes_a_linear_code_and_not_noise():
@@ -37,21 +68,39 @@ def test_the_probe_decodes_a_linear_code_and_not_noise():
   assert (predicted == labels[280:]).mean() < 0.35   # chance is 1/6
 
 
+def _spelled_out(samples, task, rng):
+  """A memory that spells out every label of each sample: a perfect probe's input."""
+  read, classes, _ = memory_decode.TASKS[task]
+  keys = list(classes)
+  memory = np.zeros((len(samples), 6 * len(keys)))
+  for i, s in enumerate(samples):
+    for key, word in read(s["input"]).items():
+      memory[i, 6 * keys.index(key) + classes[key].index(word)] = 1.0
+  return memory + 0.01 * rng.normal(size=memory.shape)
+
+
 def test_decode_scores_only_the_held_out_samples():
   rng = np.random.default_rng(1)
   samples = [bl.make_sample("qa1", "0k", i, 0, ByteTokenizer()) for i in range(120)]
-  # A memory that spells out every actor's room: a perfect probe's input.
-  memory = np.zeros((120, 24))
-  for i, s in enumerate(samples):
-    for actor, room in memory_decode.actor_rooms(s["input"]).items():
-      memory[i, 6 * memory_decode.babi.ACTORS.index(actor)
-             + memory_decode.babi.ROOMS.index(room)] = 1.0
-  memory += 0.01 * rng.normal(size=memory.shape)
-  result = memory_decode.decode(memory, samples, 0.75)
-  assert result["test_from"] == 90 and result["asked_actor"]["n"] == 30
-  assert result["asked_actor"]["accuracy"] == 1.0 and result["every_actor"]["n"] >= 30
+  result = memory_decode.decode(_spelled_out(samples, "qa1", rng), samples, 0.75)
+  assert result["test_from"] == 90 and result["asked"]["n"] == 30
+  assert result["asked"]["accuracy"] == 1.0 and result["every"]["n"] >= 30
   assert len(result["asked_right"]) == 30
-  assert 0 < result["last_room"]["accuracy"] < 1 and result["last_room"]["n"] == 30
+  assert 0 < result["recency"]["accuracy"] < 1 and result["recency"]["n"] == 30
+  assert result["majority"]["n"] == 30 and result["majority"]["accuracy"] < 1
+
+
+def test_decode_reads_qa4_and_qa5_and_noise_decodes_near_the_majority_class():
+  rng = np.random.default_rng(2)
+  for task in ("qa4", "qa5"):
+    samples = [bl.make_sample(task, "0k", i, 0, ByteTokenizer(), split="gap", gap=64)
+               for i in range(160)]
+    result = memory_decode.decode(_spelled_out(samples, task, rng), samples, 0.75, task)
+    assert result["task"] == task and result["asked"]["n"] == 40
+    assert result["asked"]["accuracy"] == 1.0 and result["every"]["n"] == 120
+    noise = rng.normal(size=(160, 64))
+    result = memory_decode.decode(noise, samples, 0.75, task)
+    assert result["asked"]["accuracy"] < 0.6, (task, result["asked"])
 
 
 def test_bad_arguments_exit_2_and_write_nothing(tmp_path, capsys):
