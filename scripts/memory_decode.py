@@ -37,12 +37,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lm2_jax import checkpoint as ckpt  # pylint: disable=wrong-import-position
 from lm2_jax.data import babi  # pylint: disable=wrong-import-position
+from lm2_jax.data import babilong as bl  # pylint: disable=wrong-import-position
 from lm2_jax.data.haystack import load_haystack  # pylint: disable=wrong-import-position
 from lm2_jax.data.tokenizers import load_tokenizer  # pylint: disable=wrong-import-position
 from lm2_jax.evaluation.gap_curve import gap_label, gap_samples  # pylint: disable=wrong-import-position
 from lm2_jax.evaluation.report import wilson_interval, write_json  # pylint: disable=wrong-import-position
+from lm2_jax.inference.engine import Engine  # pylint: disable=wrong-import-position
+from lm2_jax.inference.sampling import SamplingParams  # pylint: disable=wrong-import-position
 from lm2_jax.model import build_model  # pylint: disable=wrong-import-position
 from lm2_jax.model.trace import make_memory_states  # pylint: disable=wrong-import-position
+from paired_compare import mcnemar_p  # pylint: disable=wrong-import-position,import-error
 
 PENALTIES = tuple(10.0 ** k for k in range(-1, 7))
 
@@ -213,6 +217,36 @@ def decode(memory_BxF: np.ndarray, samples: list[dict], train_fraction: float,
           "penalty": penalties, "test_from": split, "asked_right": asked_ok[split:]}
 
 
+def against_the_model(probe_right: list, model_right: list[bool]) -> dict:
+  """The probe's and the model's right answers on the same test samples, paired: is the
+  label in the memory where the model misses it? Samples without an asked label are left
+  out."""
+  pairs = [(bool(p), bool(m)) for p, m in zip(probe_right, model_right) if p is not None]
+  both = sum(p and m for p, m in pairs)
+  probe_only = sum(p and not m for p, m in pairs)
+  model_only = sum(m and not p for p, m in pairs)
+  n = len(pairs)
+  right = both + model_only
+  lo, hi = wilson_interval(right, n) if n else (0.0, 0.0)
+  return {"model": {"accuracy": right / n if n else None, "n": n, "ci95": [lo, hi]},
+          "both": both, "probe_only": probe_only, "model_only": model_only,
+          "neither": n - both - probe_only - model_only,
+          "p": mcnemar_p(probe_only, model_only)}
+
+
+def model_answers(engine: Engine, samples: list[dict], task: str, batch_size: int,
+                  max_new_tokens: int) -> list[bool]:
+  """Whether the model's free answer to each sample is right (eval.py's rule and prompt)."""
+  sampling = SamplingParams(max_new_tokens=max_new_tokens, stop=(".", "\n"))
+  right = []
+  for i in range(0, len(samples), batch_size):
+    batch = samples[i:i + batch_size]
+    outputs = engine.generate([bl.format_prompt(s, task, "compact") for s in batch], sampling)
+    right += [bool(bl.compare_answers(s["target"], g.text.strip(), s["question"], task,
+                                      "official")) for s, g in zip(batch, outputs)]
+  return right
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--checkpoint", required=True)
@@ -223,6 +257,10 @@ def main(argv=None) -> int:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--haystack", default="default")
   p.add_argument("--batch-size", type=int, default=32)
+  p.add_argument("--answers", action="store_true",
+                 help="also generate the model's answers to the test samples and pair them "
+                      "with the probe's")
+  p.add_argument("--max-new-tokens", type=int, default=12)
   p.add_argument("--output", required=True)
   args = p.parse_args(argv)
   if not 0 < args.train_fraction < 1:
@@ -250,6 +288,7 @@ def main(argv=None) -> int:
                            tokenizer=tokenizer, haystack=load_haystack(args.haystack))
   out = {"checkpoint": os.path.abspath(args.checkpoint), "step": int(step),
          "task": args.task, "gaps": {}}
+  engine = None
   for gap in gaps:
     label = gap_label(gap)
     samples = samples_of(args.task, label)
@@ -264,6 +303,16 @@ def main(argv=None) -> int:
           f"{100 * e['accuracy']:.1f}% (n = {e['n']}); on the asked label the most frequent "
           f"class {100 * result['majority']['accuracy']:.1f}%, the recency answer "
           f"{100 * result['recency']['accuracy']:.1f}%", flush=True)
+    if args.answers:
+      engine = engine or Engine(cfg.model, params, tokenizer, batch_size=args.batch_size)
+      test = samples[result["test_from"]:]
+      result["against_model"] = c = against_the_model(
+          result["asked_right"], model_answers(engine, test, args.task, args.batch_size,
+                                               args.max_new_tokens))
+      print(f"{args.task} {label}: the model answers {100 * c['model']['accuracy']:.1f}% of "
+            f"the same test samples; right for the probe only {c['probe_only']}, for the "
+            f"model only {c['model_only']} (p = {c['p']:.2g}), both {c['both']}, neither "
+            f"{c['neither']}", flush=True)
   write_json(args.output, out)  # whole or not at all: a failed run keeps the old file
   print(f"written: {args.output}")
   return 0

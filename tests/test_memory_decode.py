@@ -1,11 +1,14 @@
 """scripts/memory_decode.py: the labels it reads from a sample and the linear probe it fits."""
 
+import json
 import os
 import sys
 
 import numpy as np
+import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 import memory_decode  # pylint: disable=wrong-import-position,import-error
 
@@ -112,3 +115,35 @@ def test_bad_arguments_exit_2_and_write_nothing(tmp_path, capsys):
                              "--output", str(out)]) == 2
   assert "--train-fraction" in capsys.readouterr().err
   assert not out.exists()
+
+
+def test_against_the_model_pairs_the_probe_with_the_answers_and_skips_unasked_samples():
+  probe = [True, True, False, None, True, False]
+  model = [True, False, False, True, False, True]
+  c = memory_decode.against_the_model(probe, model)
+  assert (c["both"], c["probe_only"], c["model_only"], c["neither"]) == (1, 2, 1, 1)
+  assert c["model"]["n"] == 5 and c["model"]["accuracy"] == 0.4
+  assert 0 < c["p"] <= 1
+
+
+@pytest.mark.slow
+def test_decodes_a_trained_checkpoint_and_pairs_it_with_the_models_answers(
+    tmp_path, monkeypatch, capsys):
+  monkeypatch.chdir(ROOT)
+  import train  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path / "run"
+  assert train.main(["--config", "configs/babilong_tiny.yaml", "--workdir", str(workdir),
+                     "train.steps=2", "train.batch_size=8", "train.eval_samples=8",
+                     "train.eval_batch_size=8", "train.eval_segments=[4]",
+                     "train.eval_memory_trace=false", "train.async_checkpoint=false"]) == 0
+  out = tmp_path / "decode.json"
+  assert memory_decode.main(["--checkpoint", str(workdir), "--task", "qa5", "--gaps", "0,2",
+                             "--num-samples", "40", "--train-fraction", "0.5", "--answers",
+                             "--max-new-tokens", "4", "--output", str(out)]) == 0
+  result = json.loads(out.read_text())
+  assert result["task"] == "qa5" and set(result["gaps"]) == {"+0", "+2"}
+  for cell in result["gaps"].values():
+    assert cell["asked"]["n"] == 20 and cell["against_model"]["model"]["n"] == 20
+    c = cell["against_model"]
+    assert c["both"] + c["probe_only"] == round(cell["asked"]["accuracy"] * 20)
+  assert "the model answers" in capsys.readouterr().out
