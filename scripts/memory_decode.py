@@ -148,15 +148,21 @@ def _predict(w: np.ndarray, x_NxF: np.ndarray) -> np.ndarray:
   return np.concatenate([x_NxF, np.ones((len(x_NxF), 1))], axis=1) @ w
 
 
+def _standardise(x: np.ndarray, like: np.ndarray) -> np.ndarray:
+  return (x - like.mean(0)) / (like.std(0) + 1e-6)
+
+
 def ridge_probe(x_train: np.ndarray, labels_train: np.ndarray, x_test: np.ndarray,
-                classes: int, *, folds: int = 5) -> tuple[np.ndarray, float]:
+                classes: int, *, folds: int = 5, own_stats: bool = False
+                ) -> tuple[np.ndarray, float]:
   """Predicted classes for `x_test` and the penalty chosen by `folds`-fold cross-validation.
 
-  Features are standardised with the training rows' statistics; the classes are one-hot
-  targets and the prediction is the largest output.
+  Features are standardised with the training rows' statistics (with `own_stats`, the test
+  rows with their own: a probe carried to memories whose units drifted in mean and scale
+  only); the classes are one-hot targets and the prediction is the largest output.
   """
-  mean, std = x_train.mean(0), x_train.std(0) + 1e-6
-  x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+  x_train, x_test = (_standardise(x_train, x_train),
+                     _standardise(x_test, x_test if own_stats else x_train))
   y = np.eye(classes)[labels_train]
   fold_of = np.arange(len(x_train)) % folds
 
@@ -175,12 +181,18 @@ def ridge_probe(x_train: np.ndarray, labels_train: np.ndarray, x_test: np.ndarra
 
 
 def decode(memory_BxF: np.ndarray, samples: list[dict], train_fraction: float,
-           task: str = "qa1") -> dict:
+           task: str = "qa1", *, fit_memory_BxF: np.ndarray | None = None,
+           own_stats: bool = False) -> dict:
   """Per label key (qa1: each actor's room; qa4: each place on the line; qa5: the last
   give's giver, object and receiver) a probe fitted on the first samples and scored on the
   rest: for the key each question asks, for every key, and beside them how often the
   training labels' most frequent class and the recency answer are right on the asked key.
+
+  With `fit_memory_BxF` (the same samples' memories at another gap) the probe is fitted on
+  those and scored on `memory_BxF`: does what the memory holds keep its code under
+  background? `own_stats` as in `ridge_probe`.
   """
+  fit_memory_BxF = memory_BxF if fit_memory_BxF is None else fit_memory_BxF
   read, classes_of, asked_key = TASKS[task]
   labels = [read(s["input"]) for s in samples]
   asked = [asked_key(s, lab) for s, lab in zip(samples, labels)]
@@ -194,8 +206,9 @@ def decode(memory_BxF: np.ndarray, samples: list[dict], train_fraction: float,
     if len({labels[i][key] for i in fit}) < 2 or not test:
       continue
     y = np.array([classes.index(labels[i][key]) for i in rows])
-    predicted, penalties[key] = ridge_probe(memory_BxF[fit], y[:len(fit)],
-                                            memory_BxF[test], len(classes))
+    predicted, penalties[key] = ridge_probe(fit_memory_BxF[fit], y[:len(fit)],
+                                            memory_BxF[test], len(classes),
+                                            own_stats=own_stats)
     majority = np.bincount(y[:len(fit)], minlength=len(classes)).argmax()
     for i, p, label in zip(test, predicted, y[len(fit):]):
       counts["every"][0] += int(p == label)
@@ -261,6 +274,8 @@ def main(argv=None) -> int:
                  help="also generate the model's answers to the test samples and pair them "
                       "with the probe's")
   p.add_argument("--max-new-tokens", type=int, default=12)
+  p.add_argument("--transfer", action="store_true",
+                 help="also score the probe fitted at the first gap on every later gap")
   p.add_argument("--output", required=True)
   args = p.parse_args(argv)
   if not 0 < args.train_fraction < 1:
@@ -288,7 +303,7 @@ def main(argv=None) -> int:
                            tokenizer=tokenizer, haystack=load_haystack(args.haystack))
   out = {"checkpoint": os.path.abspath(args.checkpoint), "step": int(step),
          "task": args.task, "gaps": {}}
-  engine = None
+  engine, first = None, None
   for gap in gaps:
     label = gap_label(gap)
     samples = samples_of(args.task, label)
@@ -297,6 +312,18 @@ def main(argv=None) -> int:
         states({"params": params}, rows[i:i + args.batch_size])
         for i in range(0, len(rows), args.batch_size)])
     out["gaps"][label] = result = decode(memory, samples, args.train_fraction, args.task)
+    if args.transfer and first is not None:
+      source, source_memory = first
+      result["transfer"] = {"from": source, **{
+          name: decode(memory, samples, args.train_fraction, args.task,
+                       fit_memory_BxF=source_memory, own_stats=own)["asked"]
+          for name, own in (("asked", False), ("asked_own_stats", True))}}
+      t = result["transfer"]
+      print(f"{args.task} {label}: the probe fitted at {source} reads the asked label "
+            f"{100 * t['asked']['accuracy']:.1f}% here, "
+            f"{100 * t['asked_own_stats']['accuracy']:.1f}% with this gap's own unit "
+            "statistics", flush=True)
+    first = first or (label, memory)
     a, e = result["asked"], result["every"]
     print(f"{args.task} {label}: the asked label decoded {100 * a['accuracy']:.1f}% "
           f"({100 * a['ci95'][0]:.1f}-{100 * a['ci95'][1]:.1f}, n = {a['n']}), every label "

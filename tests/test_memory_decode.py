@@ -139,6 +139,7 @@ def test_decodes_a_trained_checkpoint_and_pairs_it_with_the_models_answers(
   out = tmp_path / "decode.json"
   assert memory_decode.main(["--checkpoint", str(workdir), "--task", "qa5", "--gaps", "0,2",
                              "--num-samples", "40", "--train-fraction", "0.5", "--answers",
+                             "--transfer",
                              "--max-new-tokens", "4", "--output", str(out)]) == 0
   result = json.loads(out.read_text())
   assert result["task"] == "qa5" and set(result["gaps"]) == {"+0", "+2"}
@@ -146,4 +147,20 @@ def test_decodes_a_trained_checkpoint_and_pairs_it_with_the_models_answers(
     assert cell["asked"]["n"] == 20 and cell["against_model"]["model"]["n"] == 20
     c = cell["against_model"]
     assert c["both"] + c["probe_only"] == round(cell["asked"]["accuracy"] * 20)
+  transfer = result["gaps"]["+2"]["transfer"]
+  assert transfer["from"] == "+0" and transfer["asked"]["n"] == 20
+  assert "transfer" not in result["gaps"]["+0"]
   assert "the model answers" in capsys.readouterr().out
+
+
+def test_a_probe_carried_to_a_shifted_code_reads_it_only_with_the_new_statistics():
+  rng = np.random.default_rng(3)
+  samples = [bl.make_sample("qa5", "0k", i, 0, ByteTokenizer(), split="gap", gap=64)
+             for i in range(160)]
+  near = _spelled_out(samples, "qa5", rng)
+  far = 0.2 * near + 5.0 + 0.002 * rng.normal(size=near.shape)  # weaker, offset: same code
+  carried = memory_decode.decode(far, samples, 0.75, "qa5", fit_memory_BxF=near)
+  renormed = memory_decode.decode(far, samples, 0.75, "qa5", fit_memory_BxF=near,
+                                  own_stats=True)
+  assert renormed["asked"]["accuracy"] == 1.0
+  assert carried["asked"]["accuracy"] < 0.6
