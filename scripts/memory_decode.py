@@ -248,16 +248,15 @@ def against_the_model(probe_right: list, model_right: list[bool]) -> dict:
 
 
 def model_answers(engine: Engine, samples: list[dict], task: str, batch_size: int,
-                  max_new_tokens: int) -> list[bool]:
-  """Whether the model's free answer to each sample is right (eval.py's rule and prompt)."""
+                  max_new_tokens: int) -> list[str]:
+  """The model's free answer to each sample (eval.py's prompt and stop rule)."""
   sampling = SamplingParams(max_new_tokens=max_new_tokens, stop=(".", "\n"))
-  right = []
+  outputs = []
   for i in range(0, len(samples), batch_size):
     batch = samples[i:i + batch_size]
-    outputs = engine.generate([bl.format_prompt(s, task, "compact") for s in batch], sampling)
-    right += [bool(bl.compare_answers(s["target"], g.text.strip(), s["question"], task,
-                                      "official")) for s, g in zip(batch, outputs)]
-  return right
+    outputs += [g.text.strip() for g in engine.generate(
+        [bl.format_prompt(s, task, "compact") for s in batch], sampling)]
+  return outputs
 
 
 def main(argv=None) -> int:
@@ -333,9 +332,12 @@ def main(argv=None) -> int:
     if args.answers:
       engine = engine or Engine(cfg.model, params, tokenizer, batch_size=args.batch_size)
       test = samples[result["test_from"]:]
+      outputs = model_answers(engine, test, args.task, args.batch_size, args.max_new_tokens)
       result["against_model"] = c = against_the_model(
-          result["asked_right"], model_answers(engine, test, args.task, args.batch_size,
-                                               args.max_new_tokens))
+          result["asked_right"],
+          [bool(bl.compare_answers(s["target"], o, s["question"], args.task, "official"))
+           for s, o in zip(test, outputs)])
+      c["outputs"] = outputs
       print(f"{args.task} {label}: the model answers {100 * c['model']['accuracy']:.1f}% of "
             f"the same test samples; right for the probe only {c['probe_only']}, for the "
             f"model only {c['model_only']} (p = {c['p']:.2g}), both {c['both']}, neither "

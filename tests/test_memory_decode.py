@@ -145,6 +145,7 @@ def test_decodes_a_trained_checkpoint_and_pairs_it_with_the_models_answers(
   assert result["task"] == "qa5" and set(result["gaps"]) == {"+0", "+2"}
   for cell in result["gaps"].values():
     assert cell["asked"]["n"] == 20 and cell["against_model"]["model"]["n"] == 20
+    assert len(cell["against_model"]["outputs"]) == 20
     c = cell["against_model"]
     assert c["both"] + c["probe_only"] == round(cell["asked"]["accuracy"] * 20)
   transfer = result["gaps"]["+2"]["transfer"]
