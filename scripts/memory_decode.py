@@ -31,6 +31,8 @@ import argparse
 import os
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -46,6 +48,7 @@ from lm2_jax.inference.engine import Engine  # pylint: disable=wrong-import-posi
 from lm2_jax.inference.sampling import SamplingParams  # pylint: disable=wrong-import-position
 from lm2_jax.model import build_model  # pylint: disable=wrong-import-position
 from lm2_jax.model.trace import make_memory_states  # pylint: disable=wrong-import-position
+from lm2_jax.model.transformer import init_state  # pylint: disable=wrong-import-position
 from paired_compare import mcnemar_p  # pylint: disable=wrong-import-position,import-error
 
 PENALTIES = tuple(10.0 ** k for k in range(-1, 7))
@@ -259,6 +262,122 @@ def model_answers(engine: Engine, samples: list[dict], task: str, batch_size: in
   return outputs
 
 
+def unit_stats(memory_BxF: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Each unit's mean and spread over the rows."""
+  return memory_BxF.mean(0), memory_BxF.std(0) + 1e-6
+
+
+# How `answers_from_memory` moves a far memory towards the near gap's units (stats: (mean,
+# spread) near, then far): not at all, by the difference of the means, or onto the near
+# means and spreads.
+MOVES = {
+    "as_is": lambda m, near, far: m,
+    "mean": lambda m, near, far: m - far[0] + near[0],
+    "mean_and_scale": lambda m, near, far: (m - far[0]) / far[1] * near[1] + near[0],
+}
+
+
+def answers_from_memory(model, params, engine: Engine, samples: list[dict], task: str,
+                        moves: dict, *, batch_size: int, max_new_tokens: int
+                        ) -> dict[str, list[str]]:
+  """Greedy answers when the memory the question is read with first goes through each of
+  `moves` ({name: memory_BxF -> memory_BxF}).
+
+  Each prompt is read up to the last segment boundary inside its story and background, the
+  memory there (all layers and slots, flattened to F numbers per row) is replaced by the
+  moved one, and the rest of the prompt and the answer run from it. With the identity this
+  is the model's own greedy answer (streaming equals one-shot).
+  """
+  cfg, seg = model.cfg, model.cfg.segment_len
+  prompts = [engine.encode(bl.format_prompt(s, task, "compact")) for s in samples]
+  heads = []
+  for s, ids in zip(samples, prompts):
+    context = engine.encode(s["input"].strip())
+    k = (min(len(context), len(ids)) - 1) // seg * seg
+    while k and ids[:k] != context[:k]:
+      k -= seg
+    heads.append(k)
+
+  @jax.jit
+  def memory_after(tokens_BxT, lengths_B):
+    _, state = model.apply({"params": params}, tokens_BxT, init_state(cfg, tokens_BxT.shape[0]),
+                           lengths_B, method="prefill")
+    return state.memory_MxBxNxD
+
+  @jax.jit
+  def logits_from(memory_MxBxNxD, tokens_BxT):
+    logits, _ = model.apply({"params": params}, tokens_BxT, memory_MxBxNxD=memory_MxBxNxD,
+                            fresh_B=jnp.zeros((tokens_BxT.shape[0],), bool))
+    return logits
+
+  def greedy(memory_MxBxNxD, tails: list[list[int]]) -> list[str]:
+    tail_len = -(-(max(map(len, tails)) + max_new_tokens) // seg) * seg
+    out, done = [[] for _ in tails], [False] * len(tails)
+    for _ in range(max_new_tokens):
+      tokens = np.zeros((batch_size, tail_len), np.int32)
+      for r, t in enumerate(tails):
+        tokens[r, :len(t)] = t
+      logits = np.asarray(logits_from(memory_MxBxNxD, tokens))
+      for r, t in enumerate(tails):
+        if not done[r]:
+          nxt = int(logits[r, len(t) - 1].argmax())
+          t.append(nxt)
+          out[r].append(nxt)
+          text = engine.tokenizer.decode(out[r])
+          done[r] = nxt == engine.tokenizer.eos_id or "." in text or "\n" in text
+      if all(done):
+        break
+    return [engine.tokenizer.decode(o).split(".")[0].split("\n")[0].strip() for o in out]
+
+  answers = {name: [] for name in moves}
+  for start in range(0, len(samples), batch_size):
+    idx = range(start, min(start + batch_size, len(samples)))
+    head_len = -(-max(heads[i] for i in idx) // (64 * seg)) * 64 * seg
+    tokens = np.zeros((batch_size, max(head_len, seg)), np.int32)
+    lengths = np.full((batch_size,), seg, np.int32)
+    for r, i in enumerate(idx):
+      tokens[r, :heads[i]] = prompts[i][:heads[i]]
+      lengths[r] = max(heads[i], 1)
+    memory = np.asarray(memory_after(tokens, lengths), np.float32)  # M x B x N x D
+    flat = memory.swapaxes(0, 1).reshape(batch_size, -1)
+    for name, move in moves.items():
+      moved = move(flat).reshape(batch_size, memory.shape[0], *memory.shape[2:]).swapaxes(0, 1)
+      answers[name] += greedy(jnp.asarray(moved, jnp.float32),
+                              [list(prompts[i][heads[i]:]) for i in idx])
+  return answers
+
+
+def _right(samples: list[dict], outputs: list[str], task: str) -> list[bool]:
+  return [bool(bl.compare_answers(s["target"], o, s["question"], task, "official"))
+          for s, o in zip(samples, outputs)]
+
+
+def recentre(model, params, engine, samples, split, near_BxF, far_BxF, args) -> dict:
+  """The test samples answered with the far memory as it is and moved (`MOVES`) towards the
+  near gap's units, the statistics taken over the probe's fitting samples at each gap."""
+  near, far = unit_stats(near_BxF[:split]), unit_stats(far_BxF[:split])
+  test = samples[split:]
+  answers = answers_from_memory(
+      model, params, engine, test, args.task,
+      {name: (lambda m, move=move: move(m, near, far)) for name, move in MOVES.items()},
+      batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+  out, base = {}, _right(test, answers["as_is"], args.task)
+  for name, outputs in answers.items():
+    right = _right(test, outputs, args.task)
+    lo, hi = wilson_interval(sum(right), len(right))
+    out[name] = cell = {"accuracy": sum(right) / len(right), "n": len(right),
+                        "ci95": [lo, hi], "outputs": outputs}
+    if name != "as_is":
+      cell["only_moved"] = sum(r and not b for r, b in zip(right, base))
+      cell["only_as_is"] = sum(b and not r for r, b in zip(right, base))
+      cell["p"] = mcnemar_p(cell["only_moved"], cell["only_as_is"])
+    print(f"{args.task}: the memory {name.replace('_', ' ')}: {100 * cell['accuracy']:.1f}% "
+          f"({100 * lo:.1f}-{100 * hi:.1f}, n = {len(right)})"
+          + (f"; right only moved {cell['only_moved']}, only as is {cell['only_as_is']} "
+             f"(p = {cell['p']:.2g})" if "p" in cell else ""), flush=True)
+  return out
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--checkpoint", required=True)
@@ -275,6 +394,9 @@ def main(argv=None) -> int:
   p.add_argument("--max-new-tokens", type=int, default=12)
   p.add_argument("--transfer", action="store_true",
                  help="also score the probe fitted at the first gap on every later gap")
+  p.add_argument("--recentre", action="store_true",
+                 help="at every later gap, also answer the test samples with the memory moved "
+                      "towards the first gap's unit means (and spreads) before the question")
   p.add_argument("--output", required=True)
   args = p.parse_args(argv)
   if not 0 < args.train_fraction < 1:
@@ -303,6 +425,8 @@ def main(argv=None) -> int:
   out = {"checkpoint": os.path.abspath(args.checkpoint), "step": int(step),
          "task": args.task, "gaps": {}}
   engine, first = None, None
+  if args.recentre:
+    engine = Engine(cfg.model, params, tokenizer, batch_size=args.batch_size)
   for gap in gaps:
     label = gap_label(gap)
     samples = samples_of(args.task, label)
@@ -322,6 +446,9 @@ def main(argv=None) -> int:
             f"{100 * t['asked']['accuracy']:.1f}% here, "
             f"{100 * t['asked_own_stats']['accuracy']:.1f}% with this gap's own unit "
             "statistics", flush=True)
+    if args.recentre and first is not None:
+      result["recentred"] = recentre(model, params, engine, samples, result["test_from"],
+                                     first[1], memory, args)
     first = first or (label, memory)
     a, e = result["asked"], result["every"]
     print(f"{args.task} {label}: the asked label decoded {100 * a['accuracy']:.1f}% "
@@ -333,10 +460,8 @@ def main(argv=None) -> int:
       engine = engine or Engine(cfg.model, params, tokenizer, batch_size=args.batch_size)
       test = samples[result["test_from"]:]
       outputs = model_answers(engine, test, args.task, args.batch_size, args.max_new_tokens)
-      result["against_model"] = c = against_the_model(
-          result["asked_right"],
-          [bool(bl.compare_answers(s["target"], o, s["question"], args.task, "official"))
-           for s, o in zip(test, outputs)])
+      result["against_model"] = c = against_the_model(result["asked_right"],
+                                                      _right(test, outputs, args.task))
       c["outputs"] = outputs
       print(f"{args.task} {label}: the model answers {100 * c['model']['accuracy']:.1f}% of "
             f"the same test samples; right for the probe only {c['probe_only']}, for the "

@@ -139,7 +139,7 @@ def test_decodes_a_trained_checkpoint_and_pairs_it_with_the_models_answers(
   out = tmp_path / "decode.json"
   assert memory_decode.main(["--checkpoint", str(workdir), "--task", "qa5", "--gaps", "0,2",
                              "--num-samples", "40", "--train-fraction", "0.5", "--answers",
-                             "--transfer",
+                             "--transfer", "--recentre",
                              "--max-new-tokens", "4", "--output", str(out)]) == 0
   result = json.loads(out.read_text())
   assert result["task"] == "qa5" and set(result["gaps"]) == {"+0", "+2"}
@@ -151,6 +151,12 @@ def test_decodes_a_trained_checkpoint_and_pairs_it_with_the_models_answers(
   transfer = result["gaps"]["+2"]["transfer"]
   assert transfer["from"] == "+0" and transfer["asked"]["n"] == 20
   assert "transfer" not in result["gaps"]["+0"]
+  # Read as it is, the memory gives the model's own answers: the intervention's path (read
+  # to a boundary, swap the memory, go on one-shot) is the engine's streaming, exactly.
+  recentred = result["gaps"]["+2"]["recentred"]
+  assert set(recentred) == set(memory_decode.MOVES)
+  assert recentred["as_is"]["outputs"] == result["gaps"]["+2"]["against_model"]["outputs"]
+  assert recentred["mean"]["n"] == 20 and 0 <= recentred["mean"]["p"] <= 1
   assert "the model answers" in capsys.readouterr().out
 
 
