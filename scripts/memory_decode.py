@@ -23,6 +23,16 @@ the fact is there and the read is what fails; if decoding falls with them, the f
 gone. A linear probe is a lower bound on what the memory holds. The memory is taken after
 the last complete segment: at gap 0 the last fact may still sit in the unfinished segment,
 seen by attention and not yet written, so decoding at +0 understates the memory.
+
+Three further questions, each a flag: `--answers` pairs the probe with the model's own free
+answers to the same test samples (is the label in the memory where the model misses it?);
+`--transfer` scores the probe fitted at the first gap on each later gap's memories, with
+the fitting gap's unit statistics and with the later gap's own (does background move the
+code, and is the move only each unit's offset and scale?); `--recentre` answers the test
+samples with each later gap's memory moved onto the first gap's unit means, or means and
+spreads, just before the question (does undoing that move let the model read the fact?).
+The statistics are those of the probe's fitting samples at each gap: an oracle that a
+model reading one sample cannot have, a test of the cause rather than a fix.
 """
 
 from __future__ import annotations
@@ -267,13 +277,23 @@ def unit_stats(memory_BxF: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return memory_BxF.mean(0), memory_BxF.std(0) + 1e-6
 
 
+def _slot_means(memory_BxF: np.ndarray, width: int) -> np.ndarray:
+  """Each slot's mean over its `width` units, repeated over them: [B, F]."""
+  slots = memory_BxF.reshape(len(memory_BxF), -1, width)
+  return np.repeat(slots.mean(-1), width, axis=-1).reshape(memory_BxF.shape)
+
+
 # How `answers_from_memory` moves a far memory towards the near gap's units (stats: (mean,
-# spread) near, then far): not at all, by the difference of the means, or onto the near
-# means and spreads.
+# spread) per unit near, then far; `width` the units per slot): not at all, by the
+# difference of the means, onto the near means and spreads, or, per sample, each slot's
+# mean over its units replaced by the near memories' average of it (a move a model could
+# make itself with one learned offset per slot).
 MOVES = {
-    "as_is": lambda m, near, far: m,
-    "mean": lambda m, near, far: m - far[0] + near[0],
-    "mean_and_scale": lambda m, near, far: (m - far[0]) / far[1] * near[1] + near[0],
+    "as_is": lambda m, near, far, width: m,
+    "mean": lambda m, near, far, width: m - far[0] + near[0],
+    "mean_and_scale": lambda m, near, far, width: (m - far[0]) / far[1] * near[1] + near[0],
+    "slot_mean": lambda m, near, far, width: (
+        m - _slot_means(m, width) + _slot_means(near[0][None], width)),
 }
 
 
@@ -359,7 +379,8 @@ def recentre(model, params, engine, samples, split, near_BxF, far_BxF, args) -> 
   test = samples[split:]
   answers = answers_from_memory(
       model, params, engine, test, args.task,
-      {name: (lambda m, move=move: move(m, near, far)) for name, move in MOVES.items()},
+      {name: (lambda m, move=move: move(m, near, far, model.cfg.width))
+       for name, move in MOVES.items()},
       batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
   out, base = {}, _right(test, answers["as_is"], args.task)
   for name, outputs in answers.items():

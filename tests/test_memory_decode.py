@@ -171,3 +171,20 @@ def test_a_probe_carried_to_a_shifted_code_reads_it_only_with_the_new_statistics
                                   own_stats=True)
   assert renormed["asked"]["accuracy"] == 1.0
   assert carried["asked"]["accuracy"] < 0.6
+
+
+def test_the_slot_mean_move_shifts_each_slot_evenly_onto_the_near_slot_means():
+  rng = np.random.default_rng(4)
+  width = 4
+  near = rng.normal(size=(50, 3 * width))
+  stats = memory_decode.unit_stats(near)
+  far = rng.normal(size=(6, 3 * width)) + 7.0
+  moved = memory_decode.MOVES["slot_mean"](far, stats, None, width)
+  # Within a slot the units keep their differences; the slot's mean is the near one.
+  np.testing.assert_allclose(np.diff(moved.reshape(6, 3, width), axis=-1),
+                             np.diff(far.reshape(6, 3, width), axis=-1), atol=1e-9)
+  np.testing.assert_allclose(moved.reshape(6, 3, width).mean(-1),
+                             np.broadcast_to(near.mean(0).reshape(3, width).mean(-1), (6, 3)),
+                             atol=1e-9)
+  back = memory_decode.MOVES["mean_and_scale"](far, stats, memory_decode.unit_stats(far), width)
+  np.testing.assert_allclose(back.mean(0), stats[0], atol=1e-9)
