@@ -429,6 +429,10 @@ def main(argv=None) -> int:
   except ValueError as e:
     print(f"error: --gaps {args.gaps!r}: {e}", file=sys.stderr)
     return 2
+  if (args.transfer or args.recentre) and len(gaps) < 2:
+    print(f"error: --transfer and --recentre compare each later gap with the first; --gaps "
+          f"{args.gaps!r} gives {len(gaps)}", file=sys.stderr)
+    return 2
   try:
     cfg, params, step = ckpt.load_params(args.checkpoint)
   except ckpt.CheckpointError as e:
@@ -456,6 +460,12 @@ def main(argv=None) -> int:
         states({"params": params}, rows[i:i + args.batch_size])
         for i in range(0, len(rows), args.batch_size)])
     out["gaps"][label] = result = decode(memory, samples, args.train_fraction, args.task)
+    a, e = result["asked"], result["every"]
+    print(f"{args.task} {label}: the asked label decoded {100 * a['accuracy']:.1f}% "
+          f"({100 * a['ci95'][0]:.1f}-{100 * a['ci95'][1]:.1f}, n = {a['n']}), every label "
+          f"{100 * e['accuracy']:.1f}% (n = {e['n']}); on the asked label the most frequent "
+          f"class {100 * result['majority']['accuracy']:.1f}%, the recency answer "
+          f"{100 * result['recency']['accuracy']:.1f}%", flush=True)
     if args.transfer and first is not None:
       source, source_memory = first
       result["transfer"] = {"from": source, **{
@@ -471,12 +481,6 @@ def main(argv=None) -> int:
       result["recentred"] = recentre(model, params, engine, samples, result["test_from"],
                                      first[1], memory, args)
     first = first or (label, memory)
-    a, e = result["asked"], result["every"]
-    print(f"{args.task} {label}: the asked label decoded {100 * a['accuracy']:.1f}% "
-          f"({100 * a['ci95'][0]:.1f}-{100 * a['ci95'][1]:.1f}, n = {a['n']}), every label "
-          f"{100 * e['accuracy']:.1f}% (n = {e['n']}); on the asked label the most frequent "
-          f"class {100 * result['majority']['accuracy']:.1f}%, the recency answer "
-          f"{100 * result['recency']['accuracy']:.1f}%", flush=True)
     if args.answers:
       engine = engine or Engine(cfg.model, params, tokenizer, batch_size=args.batch_size)
       test = samples[result["test_from"]:]

@@ -114,6 +114,9 @@ def test_bad_arguments_exit_2_and_write_nothing(tmp_path, capsys):
   assert memory_decode.main(["--checkpoint", str(tmp_path), "--train-fraction", "1.5",
                              "--output", str(out)]) == 2
   assert "--train-fraction" in capsys.readouterr().err
+  assert memory_decode.main(["--checkpoint", str(tmp_path), "--gaps", "16", "--recentre",
+                             "--output", str(out)]) == 2
+  assert "--gaps '16' gives 1" in capsys.readouterr().err
   assert not out.exists()
 
 
