@@ -58,7 +58,6 @@ from lm2_jax.inference.engine import Engine  # pylint: disable=wrong-import-posi
 from lm2_jax.inference.sampling import SamplingParams  # pylint: disable=wrong-import-position
 from lm2_jax.model import build_model  # pylint: disable=wrong-import-position
 from lm2_jax.model.trace import make_memory_states  # pylint: disable=wrong-import-position
-from lm2_jax.model.transformer import init_state  # pylint: disable=wrong-import-position
 from paired_compare import mcnemar_p  # pylint: disable=wrong-import-position,import-error
 
 PENALTIES = tuple(10.0 ** k for k in range(-1, 7))
@@ -297,32 +296,28 @@ MOVES = {
 }
 
 
-def answers_from_memory(model, params, engine: Engine, samples: list[dict], task: str,
-                        moves: dict, *, batch_size: int, max_new_tokens: int
-                        ) -> dict[str, list[str]]:
+def answers_from_memory(model, params, engine: Engine, states, samples: list[dict],
+                        memory_BxF: np.ndarray, task: str, moves: dict, *, batch_size: int,
+                        max_new_tokens: int) -> dict[str, list[str]]:
   """Greedy answers when the memory the question is read with first goes through each of
   `moves` ({name: memory_BxF -> memory_BxF}).
 
-  Each prompt is read up to the last segment boundary inside its story and background, the
-  memory there (all layers and slots, flattened to F numbers per row) is replaced by the
-  moved one, and the rest of the prompt and the answer run from it. With the identity this
-  is the model's own greedy answer (streaming equals one-shot).
+  `memory_BxF` is what `states` gave for the samples' stories and background read to
+  their last segment boundary (as `main` computes it); the rest of each prompt and the
+  answer run from the moved memory. With the identity this is the model's own greedy
+  answer (streaming equals one-shot).
   """
-  cfg, seg = model.cfg, model.cfg.segment_len
+  seg = model.cfg.segment_len
   prompts = [engine.encode(bl.format_prompt(s, task, "compact")) for s in samples]
-  heads = []
-  for s, ids in zip(samples, prompts):
+  memory_BxF, heads = memory_BxF.copy(), []
+  for i, (s, ids) in enumerate(zip(samples, prompts)):
     context = engine.encode(s["input"].strip())
-    k = (min(len(context), len(ids)) - 1) // seg * seg
-    while k and ids[:k] != context[:k]:
-      k -= seg
+    k = len(context) // seg * seg
+    if ids[:k] != context[:k]:  # the prompt tokenises the story's end otherwise: read less
+      while k and ids[:k] != context[:k]:
+        k -= seg
+      memory_BxF[i] = states({"params": params}, [ids[:max(k, 1)]])[0]
     heads.append(k)
-
-  @jax.jit
-  def memory_after(tokens_BxT, lengths_B):
-    _, state = model.apply({"params": params}, tokens_BxT, init_state(cfg, tokens_BxT.shape[0]),
-                           lengths_B, method="prefill")
-    return state.memory_MxBxNxD
 
   @jax.jit
   def logits_from(memory_MxBxNxD, tokens_BxT):
@@ -334,7 +329,7 @@ def answers_from_memory(model, params, engine: Engine, samples: list[dict], task
     tail_len = -(-(max(map(len, tails)) + max_new_tokens) // seg) * seg
     out, done = [[] for _ in tails], [False] * len(tails)
     for _ in range(max_new_tokens):
-      tokens = np.zeros((batch_size, tail_len), np.int32)
+      tokens = np.zeros((len(tails), tail_len), np.int32)
       for r, t in enumerate(tails):
         tokens[r, :len(t)] = t
       logits = np.asarray(logits_from(memory_MxBxNxD, tokens))
@@ -349,19 +344,14 @@ def answers_from_memory(model, params, engine: Engine, samples: list[dict], task
         break
     return [engine.tokenizer.decode(o).split(".")[0].split("\n")[0].strip() for o in out]
 
+  cfg = model.cfg
+  layers = memory_BxF.shape[1] // (cfg.memory.num_slots * cfg.width)
   answers = {name: [] for name in moves}
   for start in range(0, len(samples), batch_size):
     idx = range(start, min(start + batch_size, len(samples)))
-    head_len = -(-max(heads[i] for i in idx) // (64 * seg)) * 64 * seg
-    tokens = np.zeros((batch_size, max(head_len, seg)), np.int32)
-    lengths = np.full((batch_size,), seg, np.int32)
-    for r, i in enumerate(idx):
-      tokens[r, :heads[i]] = prompts[i][:heads[i]]
-      lengths[r] = max(heads[i], 1)
-    memory = np.asarray(memory_after(tokens, lengths), np.float32)  # M x B x N x D
-    flat = memory.swapaxes(0, 1).reshape(batch_size, -1)
     for name, move in moves.items():
-      moved = move(flat).reshape(batch_size, memory.shape[0], *memory.shape[2:]).swapaxes(0, 1)
+      moved = move(memory_BxF[start:idx.stop]).reshape(
+          len(idx), layers, cfg.memory.num_slots, cfg.width).swapaxes(0, 1)
       answers[name] += greedy(jnp.asarray(moved, jnp.float32),
                               [list(prompts[i][heads[i]:]) for i in idx])
   return answers
@@ -372,13 +362,14 @@ def _right(samples: list[dict], outputs: list[str], task: str) -> list[bool]:
           for s, o in zip(samples, outputs)]
 
 
-def recentre(model, params, engine, samples, split, near_BxF, far_BxF, args) -> dict:
+def recentre(model, params, engine, states, samples, split, near_BxF, far_BxF,
+             args) -> dict:
   """The test samples answered with the far memory as it is and moved (`MOVES`) towards the
   near gap's units, the statistics taken over the probe's fitting samples at each gap."""
   near, far = unit_stats(near_BxF[:split]), unit_stats(far_BxF[:split])
   test = samples[split:]
   answers = answers_from_memory(
-      model, params, engine, test, args.task,
+      model, params, engine, states, test, far_BxF[split:], args.task,
       {name: (lambda m, move=move: move(m, near, far, model.cfg.width))
        for name, move in MOVES.items()},
       batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
@@ -478,8 +469,8 @@ def main(argv=None) -> int:
             f"{100 * t['asked_own_stats']['accuracy']:.1f}% with this gap's own unit "
             "statistics", flush=True)
     if args.recentre and first is not None:
-      result["recentred"] = recentre(model, params, engine, samples, result["test_from"],
-                                     first[1], memory, args)
+      result["recentred"] = recentre(model, params, engine, states, samples,
+                                     result["test_from"], first[1], memory, args)
     first = first or (label, memory)
     if args.answers:
       engine = engine or Engine(cfg.model, params, tokenizer, batch_size=args.batch_size)
