@@ -86,6 +86,10 @@ class MemoryConfig:
   # RMSNorm of the memory before the read's keys and values: the read sees the same scale
   # whatever the memory's norm has become.
   read_norm: bool = False
+  # Each width unit of the memory centred over the slots of its layer before the read (and
+  # before read_norm): an offset that every slot of a unit takes on alike, as background
+  # drives the memory, moves nothing the read sees.
+  read_centre: bool = False
   # A learned embedding per slot, added to the memory where slots are addressed (the read's
   # keys, the write's queries), so slots stay distinguishable after similar writes.
   slot_keys: bool = False

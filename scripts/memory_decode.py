@@ -276,23 +276,41 @@ def unit_stats(memory_BxF: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return memory_BxF.mean(0), memory_BxF.std(0) + 1e-6
 
 
-def _slot_means(memory_BxF: np.ndarray, width: int) -> np.ndarray:
-  """Each slot's mean over its `width` units, repeated over them: [B, F]."""
-  slots = memory_BxF.reshape(len(memory_BxF), -1, width)
-  return np.repeat(slots.mean(-1), width, axis=-1).reshape(memory_BxF.shape)
+def _slot_means(memory_BxF: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+  """Each slot's mean over its units, repeated over them: [B, F] (`shape` is (layers,
+  slots, units) of one memory)."""
+  slots = memory_BxF.reshape(len(memory_BxF), -1, shape[-1])
+  return np.repeat(slots.mean(-1), shape[-1], axis=-1).reshape(memory_BxF.shape)
+
+
+def _unit_means(memory_BxF: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+  """Each unit's mean over the slots of its layer, repeated over them: [B, F]."""
+  m = memory_BxF.reshape(len(memory_BxF), *shape)
+  return np.broadcast_to(m.mean(2, keepdims=True), m.shape).reshape(memory_BxF.shape)
+
+
+def shared_drift(near_BxF: np.ndarray, far_BxF: np.ndarray,
+                 shape: tuple[int, int, int]) -> float:
+  """The part of the move of the unit means from near to far that all slots of a layer
+  share (what a read centred over the slots would cancel): its share of the squared move."""
+  move = (far_BxF.mean(0) - near_BxF.mean(0))[None]
+  return float((_unit_means(move, shape) ** 2).sum() / max((move ** 2).sum(), 1e-30))
 
 
 # How `answers_from_memory` moves a far memory towards the near gap's units (stats: (mean,
-# spread) per unit near, then far; `width` the units per slot): not at all, by the
-# difference of the means, onto the near means and spreads, or, per sample, each slot's
-# mean over its units replaced by the near memories' average of it (a move a model could
-# make itself with one learned offset per slot).
+# spread) per unit near, then far; `shape` (layers, slots, units) of one memory): not at
+# all, by the difference of the means, onto the near means and spreads, or, per sample,
+# each slot's mean over its units (slot_mean) or each unit's mean over the slots
+# (unit_mean) replaced by the near memories' average of it: moves a model could make
+# itself with one learned offset per slot, or per unit of a read centred over the slots.
 MOVES = {
-    "as_is": lambda m, near, far, width: m,
-    "mean": lambda m, near, far, width: m - far[0] + near[0],
-    "mean_and_scale": lambda m, near, far, width: (m - far[0]) / far[1] * near[1] + near[0],
-    "slot_mean": lambda m, near, far, width: (
-        m - _slot_means(m, width) + _slot_means(near[0][None], width)),
+    "as_is": lambda m, near, far, shape: m,
+    "mean": lambda m, near, far, shape: m - far[0] + near[0],
+    "mean_and_scale": lambda m, near, far, shape: (m - far[0]) / far[1] * near[1] + near[0],
+    "slot_mean": lambda m, near, far, shape: (
+        m - _slot_means(m, shape) + _slot_means(near[0][None], shape)),
+    "unit_mean": lambda m, near, far, shape: (
+        m - _unit_means(m, shape) + _unit_means(near[0][None], shape)),
 }
 
 
@@ -365,12 +383,18 @@ def _right(samples: list[dict], outputs: list[str], task: str) -> list[bool]:
 def recentre(model, params, engine, states, samples, split, near_BxF, far_BxF,
              args) -> dict:
   """The test samples answered with the far memory as it is and moved (`MOVES`) towards the
-  near gap's units, the statistics taken over the probe's fitting samples at each gap."""
+  near gap's units, the statistics taken over the probe's fitting samples at each gap:
+  {"moves": {move: answers and their pairing with as_is}, "shared_drift": `shared_drift`}."""
   near, far = unit_stats(near_BxF[:split]), unit_stats(far_BxF[:split])
-  test = samples[split:]
+  test, cfg = samples[split:], model.cfg
+  shape = (near_BxF.shape[1] // (cfg.memory.num_slots * cfg.width), cfg.memory.num_slots,
+           cfg.width)
+  shared = shared_drift(near_BxF[:split], far_BxF[:split], shape)
+  print(f"{args.task}: {100 * shared:.1f}% of the unit means' move is shared by the slots "
+        "of a layer", flush=True)
   answers = answers_from_memory(
       model, params, engine, states, test, far_BxF[split:], args.task,
-      {name: (lambda m, move=move: move(m, near, far, model.cfg.width))
+      {name: (lambda m, move=move: move(m, near, far, shape))
        for name, move in MOVES.items()},
       batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
   out, base = {}, _right(test, answers["as_is"], args.task)
@@ -387,7 +411,7 @@ def recentre(model, params, engine, states, samples, split, near_BxF, far_BxF,
           f"({100 * lo:.1f}-{100 * hi:.1f}, n = {len(right)})"
           + (f"; right only moved {cell['only_moved']}, only as is {cell['only_as_is']} "
              f"(p = {cell['p']:.2g})" if "p" in cell else ""), flush=True)
-  return out
+  return {"moves": out, "shared_drift": shared}
 
 
 def main(argv=None) -> int:

@@ -30,8 +30,9 @@ def tokens_of(cfg, b, t, seed=1):
   return jax.random.randint(jax.random.key(seed), (b, t), 0, cfg.vocab_size)
 
 
-def test_retention_options_keep_causality_and_streaming():
-  cfg, model = make(*RETENTION, "model.memory.init=learned")
+@pytest.mark.parametrize("over", [[], ["model.memory.read_centre=true"]])
+def test_retention_options_keep_causality_and_streaming(over):
+  cfg, model = make(*RETENTION, "model.memory.init=learned", *over)
   t = SEG * 3 + 5
   tokens = tokens_of(cfg, 2, t)
   variables = jax.jit(model.init)(jax.random.key(0), tokens)
@@ -51,8 +52,9 @@ def test_retention_options_keep_causality_and_streaming():
   np.testing.assert_allclose(np.concatenate(streamed, 1), logits, atol=2e-5, rtol=2e-5)
 
 
-def test_zero_init_still_gives_the_vanilla_model():
-  cfg, model = make(*RETENTION, "model.memory.zero_init=true")
+@pytest.mark.parametrize("over", [[], ["model.memory.read_centre=true"]])
+def test_zero_init_still_gives_the_vanilla_model(over):
+  cfg, model = make(*RETENTION, "model.memory.zero_init=true", *over)
   _, vanilla = make("model.memory.enabled=false")
   tokens = tokens_of(cfg, 2, SEG * 3)
   mp = dict(jax.jit(model.init)(jax.random.key(1), tokens)["params"]["core"])
@@ -137,7 +139,8 @@ def test_chrono_gates_keep_a_memory_for_their_time_scales(update):
 
 
 @pytest.mark.parametrize("over", [[], ["model.memory.read_norm=true",
-                                       "model.memory.slot_keys=true"]])
+                                       "model.memory.slot_keys=true"],
+                                  ["model.memory.read_centre=true"]])
 def test_a_token_reads_the_same_alone_as_in_its_segment(over):
   """Decoding reads with the slot projections folded into the token's side (fewer FLOPs
   for a few tokens); a token must read what it reads within a whole segment."""
@@ -156,3 +159,28 @@ def test_a_token_reads_the_same_alone_as_in_its_segment(over):
                           for i in range(c)], axis=1)
   assert np.abs(whole).max() > 1e-2
   np.testing.assert_allclose(alone, whole, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("centre", [True, False])
+def test_a_centred_read_ignores_an_offset_every_slot_shares(centre):
+  """Background moves each unit of the memory alike in every slot (docs/results.md); read
+  centred over the slots, such a move changes nothing the tokens read, and a move that
+  differs between slots still does."""
+  cfg = load_config(None, ["model.memory.read_norm=true", "model.memory.slot_keys=true",
+                           f"model.memory.read_centre={str(centre).lower()}"]).model
+  n, d = cfg.memory.num_slots, cfg.width
+  u = jax.random.normal(jax.random.key(0), (2, 8, d))
+  memory = jax.random.normal(jax.random.key(1), (2, n, d))
+  read = MemoryRead(cfg, jnp.float32)
+  params = read.init(jax.random.key(2), u, memory)
+  params = jax.tree.map(lambda p: jax.random.normal(jax.random.key(3), p.shape) * 0.3, params)
+  base = np.asarray(read.apply(params, u, memory))
+  shared = np.asarray(read.apply(params, u, memory + 3.0 * jax.random.normal(
+      jax.random.key(4), (2, 1, d))))
+  per_slot = np.asarray(read.apply(params, u, memory + 3.0 * jax.random.normal(
+      jax.random.key(5), (2, n, d))))
+  assert np.abs(per_slot - base).max() > 1e-2
+  if centre:
+    np.testing.assert_allclose(shared, base, rtol=1e-5, atol=1e-5)
+  else:
+    assert np.abs(shared - base).max() > 1e-2

@@ -156,8 +156,9 @@ def test_decodes_a_trained_checkpoint_and_pairs_it_with_the_models_answers(
   assert "transfer" not in result["gaps"]["+0"]
   # Read as it is, the memory gives the model's own answers: the intervention's path (read
   # to a boundary, swap the memory, go on one-shot) is the engine's streaming, exactly.
-  recentred = result["gaps"]["+2"]["recentred"]
+  recentred = result["gaps"]["+2"]["recentred"]["moves"]
   assert set(recentred) == set(memory_decode.MOVES)
+  assert 0 <= result["gaps"]["+2"]["recentred"]["shared_drift"] <= 1
   assert recentred["as_is"]["outputs"] == result["gaps"]["+2"]["against_model"]["outputs"]
   assert recentred["mean"]["n"] == 20 and 0 <= recentred["mean"]["p"] <= 1
   assert "the model answers" in capsys.readouterr().out
@@ -178,16 +179,36 @@ def test_a_probe_carried_to_a_shifted_code_reads_it_only_with_the_new_statistics
 
 def test_the_slot_mean_move_shifts_each_slot_evenly_onto_the_near_slot_means():
   rng = np.random.default_rng(4)
-  width = 4
+  width, shape = 4, (1, 3, 4)
   near = rng.normal(size=(50, 3 * width))
   stats = memory_decode.unit_stats(near)
   far = rng.normal(size=(6, 3 * width)) + 7.0
-  moved = memory_decode.MOVES["slot_mean"](far, stats, None, width)
+  moved = memory_decode.MOVES["slot_mean"](far, stats, None, shape)
   # Within a slot the units keep their differences; the slot's mean is the near one.
   np.testing.assert_allclose(np.diff(moved.reshape(6, 3, width), axis=-1),
                              np.diff(far.reshape(6, 3, width), axis=-1), atol=1e-9)
   np.testing.assert_allclose(moved.reshape(6, 3, width).mean(-1),
                              np.broadcast_to(near.mean(0).reshape(3, width).mean(-1), (6, 3)),
                              atol=1e-9)
-  back = memory_decode.MOVES["mean_and_scale"](far, stats, memory_decode.unit_stats(far), width)
+  back = memory_decode.MOVES["mean_and_scale"](far, stats, memory_decode.unit_stats(far), shape)
   np.testing.assert_allclose(back.mean(0), stats[0], atol=1e-9)
+
+
+def test_the_unit_mean_move_shifts_each_unit_evenly_over_the_slots_of_its_layer():
+  rng = np.random.default_rng(5)
+  shape = (2, 3, 4)  # layers, slots, units
+  near = rng.normal(size=(50, 24))
+  stats = memory_decode.unit_stats(near)
+  far = rng.normal(size=(6, 24)) + rng.normal(size=(1, 2, 1, 4)).repeat(3, 2).reshape(1, 24)
+  moved = memory_decode.MOVES["unit_mean"](far, stats, None, shape).reshape(6, *shape)
+  # Across the slots each unit keeps its differences; its mean over them is the near one.
+  np.testing.assert_allclose(np.diff(moved, axis=2), np.diff(far.reshape(6, *shape), axis=2),
+                             atol=1e-9)
+  np.testing.assert_allclose(moved.mean(2), np.broadcast_to(
+      near.mean(0).reshape(shape).mean(1), (6, 2, 4)), atol=1e-9)
+  # A drift that every slot shares is all shared; one that sums to zero over them is none.
+  common = np.tile(rng.normal(size=(2, 1, 4)), (1, 3, 1)).reshape(1, 24)
+  assert memory_decode.shared_drift(near, near + common, shape) == pytest.approx(1.0)
+  opposed = rng.normal(size=(2, 3, 4))
+  opposed = (opposed - opposed.mean(1, keepdims=True)).reshape(1, 24)
+  assert memory_decode.shared_drift(near, near + opposed, shape) == pytest.approx(0.0, abs=1e-12)

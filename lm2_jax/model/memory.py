@@ -11,10 +11,10 @@ after the previous segment:
          M_new = g_in * tanh(C) + g_f * P                             (Eq. 6, update=lstm)
          M_new = P + z * (tanh(C) - P),  z = sigmoid(C Gin + b_in)    (update=convex)
 
-`read_norm` reads an RMS-normalised memory, `slot_keys` adds a learned embedding per slot
-where slots are addressed (read keys, write queries) and `write_sink` lets a slot find
-nothing in a segment and keep its content; docs/architecture.md gives the measurements
-behind these options.
+`read_norm` reads an RMS-normalised memory, `read_centre` one whose units are centred over
+the slots, `slot_keys` adds a learned embedding per slot where slots are addressed (read
+keys, write queries) and `write_sink` lets a slot find nothing in a segment and keep its
+content; docs/architecture.md gives the measurements behind these options.
 
 The memory state itself is kept in float32 whatever the compute dtype: it is a recurrence
 over up to thousands of segments, and bfloat16 rounding would accumulate along it.
@@ -182,8 +182,10 @@ class MemoryRead(nn.Module):
     wv = _heads(self, "v", cfg, nn.initializers.zeros if cfg.memory.zero_init else init)
     w_out, b_out = _gate(self, "out_gate", cfg, cfg.memory.output_bias)
     values = memory_BxNxD
+    if cfg.memory.read_centre:
+      values = values - jnp.mean(values, axis=1, keepdims=True)
     if cfg.memory.read_norm:
-      values = RMSNorm(cfg.norm_eps, self.dtype, name="norm")(memory_BxNxD)
+      values = RMSNorm(cfg.norm_eps, self.dtype, name="norm")(values)
     keys = values
     if cfg.memory.slot_keys:
       keys = values + _slot_embedding(self, "slot_keys", cfg, memory_BxNxD.shape[1])
