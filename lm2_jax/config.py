@@ -90,6 +90,12 @@ class MemoryConfig:
   # before read_norm): an offset that every slot of a unit takes on alike, as background
   # drives the memory, moves nothing the read sees.
   read_centre: bool = False
+  # Each write's change to the memory centred over the slots of its layer: every unit's
+  # mean over the slots stays where the initial memory put it, so background cannot move
+  # the memory by an offset that all slots share (the resting point of that part is fixed).
+  # Experimental: from trained weights its gradient through 256 segments explodes
+  # (docs/results.md).
+  write_centre: bool = False
   # A learned embedding per slot, added to the memory where slots are addressed (the read's
   # keys, the write's queries), so slots stay distinguishable after similar writes.
   slot_keys: bool = False

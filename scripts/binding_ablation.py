@@ -141,6 +141,8 @@ scratch on the default's stream (seed 0):
            instead of 4
   bpe_lm2_4k_episodes_recall5p_centred  the `_more` arm with the read centred over the
            slots (`memory.read_centre`): does a read blind to the shared drift hold far facts?
+  bpe_lm2_4k_episodes_recall5p_wcentred  the `_more` arm with each write's change centred
+           over the slots (`memory.write_centre`): the shared offset cannot drift at all
   bpe0k_lm2_recall5p_longer  the packed stage 1's weights trained 3,000 more steps the
            same way (learning rate 1e-3): is the lineage capped by an unfinished stage 1?
   bpe0k_lm2_recall5p_short, bpe0k_lm2_recall5p_wide_short  the packed stage 1 from scratch
@@ -439,6 +441,11 @@ VARIANTS[f"{_LAST_PACKED}_sparse"] = [
 # arm's 800 steps with the read seeing each unit centred over the slots (`memory.read_centre`).
 VARIANTS[f"{_LAST_PACKED}_centred"] = [*VARIANTS[f"{_LAST_PACKED}_more"],
                                        "model.memory.read_centre=true"]
+# The write-side counterpart: each write's change centred over the slots
+# (`memory.write_centre`), so the offset all slots share cannot move at all and the read
+# sees far memories where it saw near ones in that part.
+VARIANTS[f"{_LAST_PACKED}_wcentred"] = [*VARIANTS[f"{_LAST_PACKED}_more"],
+                                        "model.memory.write_centre=true"]
 # Is the far end short of one task's practice? BABILong's RMT baseline is fine-tuned per task;
 # here each task gets the `_more` arm's 800 steps on its own stories and recall questions
 # alone (five times its far-away episodes), each model scored on its own task. `_more` is

@@ -289,6 +289,12 @@ def _unit_means(memory_BxF: np.ndarray, shape: tuple[int, int, int]) -> np.ndarr
   return np.broadcast_to(m.mean(2, keepdims=True), m.shape).reshape(memory_BxF.shape)
 
 
+def _unit_spreads(memory_BxF: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+  """Each unit's spread over the slots of its layer, repeated over them: [B, F]."""
+  m = memory_BxF.reshape(len(memory_BxF), *shape)
+  return np.broadcast_to(m.std(2, keepdims=True) + 1e-6, m.shape).reshape(memory_BxF.shape)
+
+
 def shared_drift(near_BxF: np.ndarray, far_BxF: np.ndarray,
                  shape: tuple[int, int, int]) -> float:
   """The part of the move of the unit means from near to far that all slots of a layer
@@ -301,8 +307,9 @@ def shared_drift(near_BxF: np.ndarray, far_BxF: np.ndarray,
 # spread) per unit near, then far; `shape` (layers, slots, units) of one memory): not at
 # all, by the difference of the means, onto the near means and spreads, or, per sample,
 # each slot's mean over its units (slot_mean) or each unit's mean over the slots
-# (unit_mean) replaced by the near memories' average of it: moves a model could make
-# itself with one learned offset per slot, or per unit of a read centred over the slots.
+# (unit_mean; and its spread over them, unit_mean_and_spread) replaced by what the near
+# memories' mean has: moves a model could make itself with one learned offset per slot, or
+# per unit of a read centred (and scaled) over the slots.
 MOVES = {
     "as_is": lambda m, near, far, shape: m,
     "mean": lambda m, near, far, shape: m - far[0] + near[0],
@@ -311,6 +318,9 @@ MOVES = {
         m - _slot_means(m, shape) + _slot_means(near[0][None], shape)),
     "unit_mean": lambda m, near, far, shape: (
         m - _unit_means(m, shape) + _unit_means(near[0][None], shape)),
+    "unit_mean_and_spread": lambda m, near, far, shape: (
+        (m - _unit_means(m, shape)) / _unit_spreads(m, shape) * _unit_spreads(near[0][None], shape)
+        + _unit_means(near[0][None], shape)),
 }
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from lm2_jax.config import load_config
 from lm2_jax.model import build_model, init_state
-from lm2_jax.model.memory import MemoryRead, MemoryWrite, _fold_read
+from lm2_jax.model.memory import MemoryRead, MemoryWrite, _fold_read, identity_memory
 
 SEG = 8
 RETENTION = ["model.memory.update=convex", "model.memory.read_norm=true",
@@ -30,7 +30,10 @@ def tokens_of(cfg, b, t, seed=1):
   return jax.random.randint(jax.random.key(seed), (b, t), 0, cfg.vocab_size)
 
 
-@pytest.mark.parametrize("over", [[], ["model.memory.read_centre=true"]])
+CENTRED = [[], ["model.memory.read_centre=true"], ["model.memory.write_centre=true"]]
+
+
+@pytest.mark.parametrize("over", CENTRED)
 def test_retention_options_keep_causality_and_streaming(over):
   cfg, model = make(*RETENTION, "model.memory.init=learned", *over)
   t = SEG * 3 + 5
@@ -52,7 +55,7 @@ def test_retention_options_keep_causality_and_streaming(over):
   np.testing.assert_allclose(np.concatenate(streamed, 1), logits, atol=2e-5, rtol=2e-5)
 
 
-@pytest.mark.parametrize("over", [[], ["model.memory.read_centre=true"]])
+@pytest.mark.parametrize("over", CENTRED)
 def test_zero_init_still_gives_the_vanilla_model(over):
   cfg, model = make(*RETENTION, "model.memory.zero_init=true", *over)
   _, vanilla = make("model.memory.enabled=false")
@@ -184,3 +187,23 @@ def test_a_centred_read_ignores_an_offset_every_slot_shares(centre):
     np.testing.assert_allclose(shared, base, rtol=1e-5, atol=1e-5)
   else:
     assert np.abs(shared - base).max() > 1e-2
+
+
+@pytest.mark.parametrize("update", ["convex", "lstm"])
+def test_a_centred_write_keeps_each_units_mean_over_the_slots(update):
+  """write_centre: whatever a thousand segments write, every unit's mean over the slots
+  stays that of the initial memory, and the memory still changes (and, convex, stays
+  bounded)."""
+  cfg, model = make(f"model.memory.update={update}", "model.memory.write_centre=true",
+                    "model.memory.input_bias=4", "model.num_layers=1",
+                    "model.memory.num_slots=4", "model.memory.write_recurrence=per_layer")
+  tokens = tokens_of(cfg, 1, SEG * 1000, seed=3)
+  variables = jax.jit(model.init)(jax.random.key(0), tokens[:, :SEG])
+  prefill = jax.jit(lambda v, x, s: model.apply(v, x, s, method="prefill"))
+  _, state = prefill(variables, tokens, init_state(cfg, 1))
+  before = identity_memory(cfg.memory.num_slots, cfg.width)[None, None]  # memory.init
+  after = np.asarray(state.memory_MxBxNxD)
+  assert np.abs(after - before).max() > 0.1
+  np.testing.assert_allclose(after.mean(2), before.mean(2), atol=1e-4)
+  if update == "convex":
+    assert np.abs(after).max() <= 2.0

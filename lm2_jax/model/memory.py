@@ -12,7 +12,7 @@ after the previous segment:
          M_new = P + z * (tanh(C) - P),  z = sigmoid(C Gin + b_in)    (update=convex)
 
 `read_norm` reads an RMS-normalised memory, `read_centre` one whose units are centred over
-the slots, `slot_keys` adds a learned embedding per slot where slots are addressed (read
+the slots, `write_centre` keeps each unit's mean over the slots fixed, `slot_keys` adds a learned embedding per slot where slots are addressed (read
 keys, write queries) and `write_sink` lets a slot find nothing in a segment and keep its
 content; docs/architecture.md gives the measurements behind these options.
 
@@ -246,6 +246,9 @@ class MemoryWrite(nn.Module):
                            .astype(jnp.float32) + b_f)
       new_BxNxD = g_in * cand + g_f * prev_BxNxD
       gate = g_f
+    if cfg.memory.write_centre:
+      change_BxNxD = new_BxNxD - prev_BxNxD
+      new_BxNxD = prev_BxNxD + change_BxNxD - jnp.mean(change_BxNxD, axis=1, keepdims=True)
     if self.is_mutable_collection("intermediates"):
       # Diagnostics per write (docs/results.md): how much is kept (g_f, or 1 - z) and
       # how large the memory has become.
