@@ -30,7 +30,10 @@ answers to the same test samples (is the label in the memory where the model mis
 the fitting gap's unit statistics and with the later gap's own (does background move the
 code, and is the move only each unit's offset and scale?); `--recentre` answers the test
 samples with each later gap's memory moved onto the first gap's unit means, or means and
-spreads, just before the question (does undoing that move let the model read the fact?).
+spreads, just before the question (does undoing that move let the model read the fact?),
+or by moves that use each sample's own memory alone (each slot's mean over its units, each
+unit's mean over the slots, onto the near average's), and reports how much of the move all
+slots of a layer share (what a read centred over the slots, `memory.read_centre`, ignores).
 The statistics are those of the probe's fitting samples at each gap: an oracle that a
 model reading one sample cannot have, a test of the cause rather than a fix.
 """
@@ -319,8 +322,8 @@ MOVES = {
     "unit_mean": lambda m, near, far, shape: (
         m - _unit_means(m, shape) + _unit_means(near[0][None], shape)),
     "unit_mean_and_spread": lambda m, near, far, shape: (
-        (m - _unit_means(m, shape)) / _unit_spreads(m, shape) * _unit_spreads(near[0][None], shape)
-        + _unit_means(near[0][None], shape)),
+        (m - _unit_means(m, shape)) / _unit_spreads(m, shape)
+        * _unit_spreads(near[0][None], shape) + _unit_means(near[0][None], shape)),
 }
 
 

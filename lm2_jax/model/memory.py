@@ -12,9 +12,10 @@ after the previous segment:
          M_new = P + z * (tanh(C) - P),  z = sigmoid(C Gin + b_in)    (update=convex)
 
 `read_norm` reads an RMS-normalised memory, `read_centre` one whose units are centred over
-the slots, `write_centre` keeps each unit's mean over the slots fixed, `slot_keys` adds a learned embedding per slot where slots are addressed (read
-keys, write queries) and `write_sink` lets a slot find nothing in a segment and keep its
-content; docs/architecture.md gives the measurements behind these options.
+the slots, `write_centre` keeps each unit's mean over the slots fixed, `slot_keys` adds a
+learned embedding per slot where slots are addressed (read keys, write queries) and
+`write_sink` lets a slot find nothing in a segment and keep its content;
+docs/architecture.md gives the measurements behind these options.
 
 The memory state itself is kept in float32 whatever the compute dtype: it is a recurrence
 over up to thousands of segments, and bfloat16 rounding would accumulate along it.
