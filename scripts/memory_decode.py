@@ -279,6 +279,11 @@ def unit_stats(memory_BxF: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return memory_BxF.mean(0), memory_BxF.std(0) + 1e-6
 
 
+def memory_shape(cfg, features: int) -> tuple[int, int, int]:
+  """(layers, slots, units) of one flattened memory of `features` numbers."""
+  return (features // (cfg.memory.num_slots * cfg.width), cfg.memory.num_slots, cfg.width)
+
+
 def _slot_means(memory_BxF: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
   """Each slot's mean over its units, repeated over them: [B, F] (`shape` is (layers,
   slots, units) of one memory)."""
@@ -375,14 +380,12 @@ def answers_from_memory(model, params, engine: Engine, states, samples: list[dic
         break
     return [engine.tokenizer.decode(o).split(".")[0].split("\n")[0].strip() for o in out]
 
-  cfg = model.cfg
-  layers = memory_BxF.shape[1] // (cfg.memory.num_slots * cfg.width)
+  shape = memory_shape(model.cfg, memory_BxF.shape[1])
   answers = {name: [] for name in moves}
   for start in range(0, len(samples), batch_size):
     idx = range(start, min(start + batch_size, len(samples)))
     for name, move in moves.items():
-      moved = move(memory_BxF[start:idx.stop]).reshape(
-          len(idx), layers, cfg.memory.num_slots, cfg.width).swapaxes(0, 1)
+      moved = move(memory_BxF[start:idx.stop]).reshape(len(idx), *shape).swapaxes(0, 1)
       answers[name] += greedy(jnp.asarray(moved, jnp.float32),
                               [list(prompts[i][heads[i]:]) for i in idx])
   return answers
@@ -399,9 +402,7 @@ def recentre(model, params, engine, states, samples, split, near_BxF, far_BxF,
   near gap's units, the statistics taken over the probe's fitting samples at each gap:
   {"moves": {move: answers and their pairing with as_is}, "shared_drift": `shared_drift`}."""
   near, far = unit_stats(near_BxF[:split]), unit_stats(far_BxF[:split])
-  test, cfg = samples[split:], model.cfg
-  shape = (near_BxF.shape[1] // (cfg.memory.num_slots * cfg.width), cfg.memory.num_slots,
-           cfg.width)
+  test, shape = samples[split:], memory_shape(model.cfg, near_BxF.shape[1])
   shared = shared_drift(near_BxF[:split], far_BxF[:split], shape)
   print(f"{args.task}: {100 * shared:.1f}% of the unit means' move is shared by the slots "
         "of a layer", flush=True)
